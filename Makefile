@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: run test test-fast venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Train the default job (digits, CPU or GPU) and print where its run record is.
+run: $(STAMP)
+	$(PY) run.py $(ARGS)
+
+# The whole suite, slow tests included (SLURM tests start their own cluster).
+# pytest exits 5 when it collects no test: make treats that as a failure like any non-zero code.
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+# Everything but the slow and SLURM tests, for the edit-test loop.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not slurm" $(ARGS)
+
+clean:
+	rm -rf outputs multirun .pytest_cache

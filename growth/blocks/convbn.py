@@ -1,0 +1,36 @@
+"""A conv followed by BatchNorm, and its exact fold into one conv with bias."""
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+
+class ConvBN(nn.Module):
+    """Conv2d (padding keeps the size at stride 1, per axis) -> BatchNorm2d."""
+
+    def __init__(self, cin, cout, kernel=(3, 3), stride=1, groups=1, conv_bias=True):
+        super().__init__()
+        kh, kw = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+        self.kernel = (int(kh), int(kw))
+        self.conv = nn.Conv2d(cin, cout, self.kernel, stride=stride, padding=(kh // 2, kw // 2),
+                              groups=groups, bias=conv_bias)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+    def fused_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) of the single conv equal to this conv+BN in eval mode."""
+        w, b = fuse_conv_bn_weights(self.conv.weight, self.conv.bias, self.bn.running_mean,
+                                    self.bn.running_var, self.bn.eps, self.bn.weight, self.bn.bias)
+        return w.detach(), b.detach()
+
+
+def fuse_convbn(m: ConvBN) -> nn.Conv2d:
+    """A plain Conv2d (with bias) computing what `m` computes in eval mode."""
+    c = m.conv
+    out = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, stride=c.stride, padding=c.padding,
+                    groups=c.groups, bias=True).to(c.weight.device, c.weight.dtype)
+    w, b = m.fused_weights()
+    out.weight.data.copy_(w)
+    out.bias.data.copy_(b)
+    return out

@@ -1,0 +1,83 @@
+"""Batch iterators whose shuffle order depends only on (seed, epoch), so a resumed run sees the same
+batches as an uninterrupted one, whatever happened to the global RNG in between."""
+import math
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
+class TensorLoader:
+    """Batches from tensors held whole on one device (digits, synthetic): no workers, no copies."""
+
+    def __init__(self, x, y, batch_size, shuffle=False, drop_last=False, seed=0):
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.y)
+
+    def __len__(self):
+        n = len(self.y) / self.batch_size
+        return max(1, math.floor(n)) if self.drop_last else math.ceil(n)
+
+    def __iter__(self):
+        n = len(self.y)
+        if self.shuffle:
+            order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch)).to(self.y.device)
+        else:
+            order = torch.arange(n, device=self.y.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class EpochSampler(Sampler):
+    """A random permutation per epoch drawn from (seed, epoch); sequential when not shuffling."""
+
+    def __init__(self, n, seed=0, shuffle=True):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        return iter(torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist())
+
+
+class DatasetLoader:
+    """A torch DataLoader over a map-style dataset, with the same interface as TensorLoader."""
+
+    def __init__(self, dataset, batch_size, shuffle=False, drop_last=False, seed=0, num_workers=0,
+                 pin_memory=False):
+        self.sampler = EpochSampler(len(dataset), seed, shuffle)
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=drop_last,
+                                 num_workers=num_workers, pin_memory=pin_memory,
+                                 persistent_workers=num_workers > 0)
+        self.dataset = dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.dataset)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)

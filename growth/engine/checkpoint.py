@@ -1,0 +1,46 @@
+"""Checkpoints: Arch spec + model state + optimizer + schedule + RNG + counters, written atomically.
+
+Loading checks the file before anything trains: a corrupt file or one that does not fit the configured
+model stops with one line naming `trainer.resume` (or the run directory) and what is wrong.
+"""
+from pathlib import Path
+
+import torch
+
+from growth.engine.io import atomic_torch_save
+from growth.engine.optim import group_param_names
+from growth.errors import ConfigError
+
+FORMAT = 1
+
+
+def save_checkpoint(path, *, model, optimizer, schedule, method, epoch, step, counters, rng) -> None:
+    atomic_torch_save(path, {
+        "format": FORMAT, "arch_spec": model.arch_spec(), "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(), "optimizer_param_names": group_param_names(optimizer, model),
+        "schedule": schedule.state_dict(),
+        "method": method.state_dict(), "epoch": epoch, "step": step, "counters": counters, "rng": rng})
+
+
+def load_checkpoint(path, key: str = "trainer.resume") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(key, str(path), "checkpoint file does not exist")
+    try:
+        # Our own files hold numpy RNG state and plain dicts; weights_only would refuse them.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # any unpickling failure means the file is unusable
+        raise ConfigError(key, str(path), f"checkpoint is corrupt or unreadable ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "arch_spec" not in ckpt:
+        raise ConfigError(key, str(path), f"not a checkpoint of this suite (format {FORMAT} expected)")
+    return ckpt
+
+
+def check_compatible(ckpt: dict, model, key: str, path) -> None:
+    """The configured model must be the checkpoint's family with the same fixed settings (classes,
+    channels, widths); its arch may differ, because growth changes it."""
+    want, have = model.arch_spec(), ckpt["arch_spec"]
+    fixed = lambda s: {k: v for k, v in s["kwargs"].items() if k != "depths"}
+    if want["family"] != have["family"] or fixed(want) != fixed(have):
+        raise ConfigError(key, str(path), f"checkpoint does not match the model: checkpoint has "
+                          f"{have['family']} {fixed(have)}, config asks for {want['family']} {fixed(want)}")

@@ -1,0 +1,75 @@
+"""The run record: the one contract between run.py and analysis/ (DESIGN.md section 5).
+
+A run directory holds metrics.jsonl (one row per epoch), events.jsonl (one row per structural event),
+summary.json (written at the end, with status), config_resolved.yaml, checkpoints/ and train.log.
+analysis/ reads these files only; it checks SCHEMA_VERSION.
+"""
+import json
+from pathlib import Path
+
+from growth.engine.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+
+SCHEMA_VERSION = 1
+
+METRIC_KEYS = ("epoch", "phase", "arch", "params", "deploy_params", "macs", "train_loss", "train_acc",
+               "val_loss", "val_acc", "lr", "epoch_time_s", "samples_seen", "train_macs_cum")
+EVENT_KEYS = ("epoch", "step", "kind", "where", "arch_before", "arch_after", "params_before",
+              "params_after", "max_abs_output_change")
+EVENT_KINDS = ("grow_depth", "grow_width", "grow_heads", "phase_start", "switch", "fuse", "skip_eval")
+SUMMARY_KEYS = ("schema_version", "status", "method", "model", "data", "seed", "variants", "final_val_acc",
+                "best_val_acc", "test_acc", "arch", "params", "deploy_params", "macs", "train_time_s",
+                "train_macs_total", "device", "git_commit", "versions")
+STATUSES = ("completed", "failed", "interrupted")
+
+FILES = {"metrics": "metrics.jsonl", "events": "events.jsonl", "summary": "summary.json",
+         "config": "config_resolved.yaml", "log": "train.log", "last": "checkpoints/last.pt",
+         "deploy": "checkpoints/deploy.pt"}
+
+
+def _check(row: dict, keys, what: str) -> None:
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise KeyError(f"{what} row lacks {missing}")
+
+
+class RunRecord:
+    def __init__(self, run_dir):
+        self.dir = Path(run_dir)
+        (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for name in ("metrics", "events"):  # present even when empty: analysis reads both
+            self.path(name).touch()
+
+    def path(self, name: str) -> Path:
+        return self.dir / FILES[name]
+
+    def add_metrics(self, row: dict) -> None:
+        _check(row, METRIC_KEYS, "metrics")
+        append_jsonl(self.path("metrics"), row)
+
+    def add_event(self, row: dict) -> None:
+        _check(row, EVENT_KEYS, "event")
+        if row["kind"] not in EVENT_KINDS:
+            raise ValueError(f"event kind {row['kind']!r} not in {EVENT_KINDS}")
+        append_jsonl(self.path("events"), row)
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.path("metrics"))
+
+    def events(self) -> list[dict]:
+        return read_jsonl(self.path("events"))
+
+    def truncate_after(self, epoch: int) -> None:
+        """On resume: drop rows of epochs the checkpoint does not hold (written after it, then killed)."""
+        for name in ("metrics", "events"):
+            rows = read_jsonl(self.path(name))
+            keep = [r for r in rows if r.get("epoch", 0) <= epoch]
+            if len(keep) != len(rows):
+                atomic_write_text(self.path(name), "".join(json.dumps(r) + "\n" for r in keep))
+
+    def write_summary(self, summary: dict) -> None:
+        summary = {"schema_version": SCHEMA_VERSION, **summary}
+        if summary["status"] in ("completed",):
+            _check(summary, SUMMARY_KEYS, "summary")
+        if summary["status"] not in STATUSES:
+            raise ValueError(f"status {summary['status']!r} not in {STATUSES}")
+        atomic_write_json(self.path("summary"), summary)

@@ -1,0 +1,172 @@
+"""The training loop: train/val each epoch, method hooks, metrics and events, atomic checkpoints."""
+import contextlib
+import logging
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from growth.arch import spec_to_json
+from growth.engine.checkpoint import save_checkpoint
+from growth.engine.env import rng_state, set_rng_state
+from growth.engine.optim import add_params, build_optimizer, restore_group_order
+from growth.engine.schedule import Schedule
+from growth.errors import Interrupted, TrainingDiverged
+from growth.measure import count_params, forward_macs, train_step_macs
+
+log = logging.getLogger("growth")
+
+
+class Trainer:
+    def __init__(self, model, data, method, record, *, optim_cfg, trainer_cfg, device, amp_dtype):
+        self.model, self.data, self.method, self.record = model.to(device), data, method, record
+        self.optim_cfg, self.cfg, self.device, self.amp_dtype = optim_cfg, trainer_cfg, device, amp_dtype
+        self.channels_last = bool(trainer_cfg.get("channels_last", False)) and device.type == "cuda"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.epochs = int(trainer_cfg["epochs"])
+        self.label_smoothing = float(trainer_cfg.get("label_smoothing", 0.0))
+        self.grad_clip = float(trainer_cfg.get("grad_clip", 0) or 0)
+        self.optimizer = build_optimizer(self.model, optim_cfg)
+        self.schedule = Schedule(self.optimizer, self.epochs * len(data.train), optim_cfg, len(data.train))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.input_shape = (data.in_chans, data.image_size, data.image_size)
+        self.epoch, self.step = 0, 0
+        self.counters = {"samples_seen": 0, "train_macs_cum": 0, "train_time_s": 0.0, "best_val_acc": 0.0}
+        self.stop_requested = None  # set by a signal handler; checked every step
+        self._macs_cache = {}
+        self.probe = next(iter(data.val))[0][:int(trainer_cfg.get("probe_batch", 32))]
+
+    # ---- sizes --------------------------------------------------------------------------------
+    def _arch_key(self) -> str:
+        return spec_to_json(self.model.arch_spec())
+
+    def sizes(self) -> dict:
+        """params, deploy_params, macs (fused model, one sample) and train MACs per sample, per arch."""
+        key = self._arch_key()
+        if key not in self._macs_cache:
+            deployed = self.model.deploy()
+            self._macs_cache[key] = {
+                "params": count_params(self.model), "deploy_params": count_params(deployed),
+                "macs": forward_macs(deployed, self.input_shape),
+                "train_macs_per_sample": train_step_macs(self.model, self.input_shape)}
+        return self._macs_cache[key]
+
+    # ---- state --------------------------------------------------------------------------------
+    def save(self) -> None:
+        save_checkpoint(self.record.path("last"), model=self.model, optimizer=self.optimizer,
+                        schedule=self.schedule, method=self.method, epoch=self.epoch, step=self.step,
+                        counters=self.counters, rng=rng_state())
+
+    def load(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        restore_group_order(self.optimizer, self.model, ckpt["optimizer_param_names"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.method.load_state_dict(ckpt["method"])
+        self.epoch, self.step, self.counters = ckpt["epoch"], ckpt["step"], dict(ckpt["counters"])
+        set_rng_state(ckpt["rng"])
+
+    # ---- loop ---------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, x, y):
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def _progress(self, it, total, desc):
+        quiet = not self.cfg.get("progress", True) or not sys.stderr.isatty()
+        return tqdm(it, total=total, desc=desc, leave=False, disable=quiet, dynamic_ncols=True)
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.model.train()
+        self.data.train.set_epoch(epoch)
+        loss_sum, correct, seen = torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
+        for x, y in self._progress(self.data.train, len(self.data.train), f"epoch {epoch}"):
+            if self.stop_requested:
+                raise Interrupted(f"{self.stop_requested} at epoch {epoch}, step {self.step}")
+            x, y = self._to_device(x, y)
+            with self._autocast():
+                loss, logits = self.method.loss(self.model, x, y, self)
+            # One host sync per step buys a failure that names its step; cheap at our scales.
+            if not torch.isfinite(loss.detach()).item():
+                raise TrainingDiverged(epoch, self.step + 1, loss.item())
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.schedule.step()
+            self.step += 1
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+        return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
+                "samples": seen}
+
+    @torch.no_grad()
+    def evaluate(self, loader, model=None) -> dict:
+        model = model or self.model
+        model.eval()
+        loss_sum, correct, n = 0.0, 0, 0
+        for x, y in loader:
+            x, y = self._to_device(x, y)
+            with self._autocast():
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            n += len(y)
+        return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+
+    @torch.no_grad()
+    def probe_output(self, model=None) -> torch.Tensor:
+        """Eval-mode output on a fixed batch: `max_abs_output_change` of events compares two of these."""
+        model = model or self.model
+        was = model.training
+        model.eval()
+        out = model(self.probe.to(self.device)).float()
+        model.train(was)
+        return out
+
+    def fit(self) -> None:
+        self.method.setup(self)
+        while self.epoch < self.epochs:
+            self.run_epoch(self.epoch + 1)
+
+    def run_epoch(self, epoch: int) -> None:
+        sizes, lr, t0 = self.sizes(), self.schedule.lr, time.perf_counter()
+        tr = self.train_epoch(epoch)
+        va = self.evaluate(self.data.val)
+        dt = time.perf_counter() - t0
+        c = self.counters
+        c["samples_seen"] += tr["samples"]
+        c["train_macs_cum"] += tr["samples"] * sizes["train_macs_per_sample"]
+        c["train_time_s"] += dt
+        c["best_val_acc"] = max(c["best_val_acc"], va["acc"])
+        row = {"epoch": epoch, "phase": self.method.phase(epoch), "arch": self.model.arch_string(),
+               "params": sizes["params"], "deploy_params": sizes["deploy_params"], "macs": sizes["macs"],
+               "train_loss": tr["train_loss"], "train_acc": tr["train_acc"], "val_loss": va["loss"],
+               "val_acc": va["acc"], "lr": lr, "epoch_time_s": dt, "samples_seen": c["samples_seen"],
+               "train_macs_cum": c["train_macs_cum"]}
+        self.record.add_metrics(row)
+        log.info("epoch %d/%d %s arch %s params %s | train loss %.4f acc %.4f | val loss %.4f acc %.4f | "
+                 "lr %.2e | %.1fs", epoch, self.epochs, row["phase"], row["arch"], f"{row['params']:,}",
+                 row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], lr, dt)
+        self.epoch = epoch
+        for event in self.method.on_epoch_end(self, epoch):
+            self.record.add_event(event)
+            log.info("event %s at epoch %d: %s %s -> %s, params %s -> %s", event["kind"], epoch,
+                     event["where"], event["arch_before"], event["arch_after"],
+                     f"{event['params_before']:,}", f"{event['params_after']:,}")
+        # New parameters (growth) join their optimizer group; old ones keep their state.
+        add_params(self.optimizer, self.model.named_parameters(), self.optim_cfg)
+        self.save()

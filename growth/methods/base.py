@@ -1,0 +1,42 @@
+"""The method interface the trainer calls. Methods are small: shared logic lives in grow/, blocks/, engine/.
+
+A method never touches the optimizer: when it changes the model it returns event rows, and the engine
+registers new parameters and carries everything else across.
+"""
+import torch.nn.functional as F
+
+
+class Method:
+    name = "base"
+
+    def __init__(self, cfg: dict):
+        self.cfg = dict(cfg)
+
+    @property
+    def variants(self) -> dict:
+        """faithful/fixed switches in force, recorded in summary.json."""
+        return {}
+
+    def setup(self, trainer) -> None:
+        """Called once the model, data and optimizer exist (and after a resume)."""
+
+    def phase(self, epoch: int) -> str:
+        return "train"
+
+    def loss(self, model, x, y, trainer):
+        """Returns (loss, logits) for one training batch."""
+        logits = model(x)
+        return F.cross_entropy(logits, y, label_smoothing=trainer.label_smoothing), logits
+
+    def on_epoch_end(self, trainer, epoch: int) -> list[dict]:
+        """Structural changes after an epoch, as event rows (see growth/engine/record.py)."""
+        return []
+
+    def summary_extras(self, trainer) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -1,0 +1,100 @@
+"""CIFAR-style ResNet of basic blocks built from RepUnits (AdaGrow's growable ResNet).
+
+Layout as in the original: stem conv+BN+ReLU; stages of blocks at stride 1; between stages a stride-2
+"downstream" RepUnit; global average pool; Linear. A stage may hold 0 blocks. The original's downstream
+also owns a BatchNorm whose output is discarded; we do not allocate it (it is dead weight), so our
+parameter count is the original's live count (169,770 for 0-0-0 at 64/96/128, 3x32x32, 10 classes).
+"""
+import torch.nn.functional as F
+from torch import nn
+
+from growth.arch import arch_string, parse_arch, parse_widths
+from growth.blocks import ConvBN, RepUnit
+from growth.models import register
+from growth.models.base import SpecModel
+
+DEFAULT_WIDTHS = {3: [64, 96, 128], 4: [64, 96, 128, 256]}
+
+
+class BasicBlock(nn.Module):
+    """relu(RU2(relu(RU1(x))) + x), both units at the stage width and stride 1."""
+
+    def __init__(self, width, kernel=(3, 3)):
+        super().__init__()
+        self.ru1 = RepUnit(width, width, kernel)
+        self.ru2 = RepUnit(width, width, kernel)
+
+    def forward(self, x):
+        return F.relu(self.ru2(F.relu(self.ru1(x))) + x)
+
+
+class Downstream(nn.Module):
+    """Stride-2 RepUnit from one stage's width to the next (no activation, as the original)."""
+
+    def __init__(self, cin, cout, kernel=(3, 3)):
+        super().__init__()
+        self.unit = RepUnit(cin, cout, kernel, stride=2)
+
+    def forward(self, x):
+        return self.unit(x)
+
+
+def init_weights(model: nn.Module) -> None:
+    """The original's init: Kaiming-normal (fan_out) convs, BN 1/0, Linear N(0, 0.001)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.001)
+            nn.init.zeros_(m.bias)
+
+
+@register("resnet_basic")
+class ResNetBasic(SpecModel):
+    block = BasicBlock
+
+    def __init__(self, depths=(1, 1, 1), widths=None, in_chans=3, num_classes=10, stem_stride=1):
+        super().__init__()
+        depths = [int(d) for d in depths]
+        widths = list(widths or DEFAULT_WIDTHS.get(len(depths), [64 * 2 ** i for i in range(len(depths))]))
+        self.depths, self.widths = depths, widths
+        self.in_chans, self.num_classes, self.stem_stride = in_chans, num_classes, stem_stride
+        self.stem = nn.Sequential(ConvBN(in_chans, widths[0], (3, 3), stride=stem_stride), nn.ReLU())
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[self.block(w) for _ in range(d)]) for d, w in zip(depths, widths))
+        self.downs = nn.ModuleList(Downstream(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.fc = nn.Linear(widths[-1], num_classes)
+        init_weights(self)
+
+    def spec_kwargs(self) -> dict:
+        return {"depths": list(self.depths), "widths": list(self.widths), "in_chans": self.in_chans,
+                "num_classes": self.num_classes, "stem_stride": self.stem_stride}
+
+    def arch_string(self) -> str:
+        return arch_string(self.depths)
+
+    @classmethod
+    def from_config(cls, cfg: dict, data: dict) -> "ResNetBasic":
+        depths = parse_arch(cfg.get("arch", "1-1-1"))
+        widths = cfg.get("widths")
+        widths = parse_widths(widths, len(depths)) if widths else None
+        if widths is None and len(depths) not in DEFAULT_WIDTHS:
+            from growth.errors import ConfigError
+            raise ConfigError("model.arch", cfg.get("arch"), "3 or 4 stages, or give model.widths per stage")
+        stride = cfg.get("stem_stride", "auto")
+        if stride == "auto":  # small inputs (digits 8x8, CIFAR 32x32) keep full resolution in the stem
+            stride = 1 if data["image_size"] <= 64 else 2
+        return cls(depths, widths, data["in_chans"], data["num_classes"], int(stride))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                x = self.downs[i - 1](x)
+            x = stage(x)
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))

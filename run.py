@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Train one job: compose the Hydra config, hand a plain dict to growth/, leave a run record.
+
+    python run.py                                   # default job on digits
+    python run.py model=timm model.name=resnet18 trainer.epochs=1
+    python run.py hydra.run.dir=outputs/runs/mine   # re-run the same dir to resume
+"""
+import sys
+from pathlib import Path
+
+CONF = Path(__file__).resolve().parent / "conf"
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def preflight(argv: list[str]) -> str | None:
+    """Unknown config-group options, caught before Hydra prints a screenful: one line instead."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key.startswith("hydra") or "." in key or not (CONF / key).is_dir():
+            continue
+        if any(c in value for c in "()$[]{}*") or value in ("", "null"):
+            continue
+        allowed = _group_options(key)
+        for option in value.split(","):
+            if option not in allowed:
+                return f"{key}={option!r}: unknown option; allowed: {', '.join(allowed)}"
+    return None
+
+
+def main() -> None:
+    problem = preflight(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
+
+
+def _hydra_app():
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from growth.engine.job import run_job
+    from growth.engine.record import RunRecord
+    from growth.errors import ConfigError
+
+    @hydra.main(version_base="1.3", config_path="conf", config_name="config")
+    def app(cfg):
+        hc = HydraConfig.get()
+        run_dir = Path(hc.runtime.output_dir)
+        multirun = hc.mode == RunMode.MULTIRUN
+        try:
+            OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
+            summary = run_job(OmegaConf.to_container(cfg, resolve=True), run_dir)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            record = RunRecord(run_dir)
+            if not record.path("summary").exists():
+                record.write_summary({"status": "failed", "error": str(e)})
+            if multirun:  # one bad job must not stop the sweep; the summary says it failed
+                return None
+            sys.exit(2)
+        print(f"run record: {run_dir}")
+        print(f"status {summary['status']}: arch {summary['arch']}, params {summary['params']:,} "
+              f"(deployed {summary['deploy_params']:,}), final val acc {summary['final_val_acc']}, "
+              f"test acc {summary['test_acc']}, train time {summary['train_time_s']:.1f}s")
+        if summary["status"] != "completed" and not multirun:
+            print(f"error: {summary['error']}", file=sys.stderr)
+            sys.exit(1)
+        return summary.get("final_val_acc")
+
+    return app
+
+
+def hydra_main():
+    return _hydra_app()()
+
+
+if __name__ == "__main__":
+    main()

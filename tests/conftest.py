@@ -1,0 +1,38 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tiny, fast model settings for CLI tests (digits is 8x8: three stages at 8, 4, 2 px).
+TINY = ["model.arch=1-1-1", "model.widths=[8,12,16]", "trainer.batch_size=64"]
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def run_cli(args, script="run.py", timeout=600, env=None):
+    """Run a Hydra entry point as a user would; returns CompletedProcess with text output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def tiny_cfg(**over) -> dict:
+    """A plain config dict (as run.py hands to growth/) for in-process tests; keys as on the CLI."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    defaults = {"model.arch": "1-1-1", "model.widths": "[8,12,16]", "trainer.epochs": 2,
+                "trainer.progress": "false"}
+    defaults.update(over)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"{k}={v}" for k, v in defaults.items()])
+    return OmegaConf.to_container(cfg, resolve=True)
