@@ -18,8 +18,9 @@ def count_params(model: nn.Module) -> int:
 
 
 def _probe(model: nn.Module, input_shape, batch: int) -> torch.Tensor:
-    p = next(model.parameters())
-    return torch.zeros((batch, *input_shape), device=p.device, dtype=p.dtype)
+    p = next(model.parameters(), None)
+    device, dtype = (p.device, p.dtype) if p is not None else ("cpu", torch.float32)
+    return torch.zeros((batch, *input_shape), device=device, dtype=dtype)
 
 
 @torch.no_grad()

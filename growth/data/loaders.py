@@ -64,6 +64,7 @@ class DatasetLoader:
     def __init__(self, dataset, batch_size, shuffle=False, drop_last=False, seed=0, num_workers=0,
                  pin_memory=False):
         self.sampler = EpochSampler(len(dataset), seed, shuffle)
+        drop_last = drop_last and len(dataset) >= batch_size  # as TensorLoader: at least one batch
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=drop_last,
                                  num_workers=num_workers, pin_memory=pin_memory,
                                  persistent_workers=num_workers > 0)

@@ -85,6 +85,17 @@ def build_torchvision(cfg: dict, args: dict) -> DataBundle:
     return DataBundle(*_loaders(train, val, test, args), name, chans, classes, size)
 
 
+def _same_classes(root: Path, split: str, transform, classes: list) -> datasets.ImageFolder:
+    """ImageFolder numbers classes by the folders it finds, so a split with other class folders than
+    train/ would label its images with other classes' indices: stop instead."""
+    ds = datasets.ImageFolder(str(root / split), transform=transform)
+    if ds.classes != classes:
+        missing, extra = sorted(set(classes) - set(ds.classes)), sorted(set(ds.classes) - set(classes))
+        raise ConfigError("data.root", str(root), f"{split}/ has other class folders than train/ (missing: "
+                          f"{', '.join(missing) or '-'}; extra: {', '.join(extra) or '-'}); they must match")
+    return ds
+
+
 def build_imagefolder(cfg: dict, args: dict) -> DataBundle:
     """ROOT/train/<class>/*.png and ROOT/val/<class>/... (ROOT/test optional; else val is the test set)."""
     how = "ROOT/train/<class>/<image> and ROOT/val/<class>/<image> (torchvision ImageFolder layout)"
@@ -97,12 +108,15 @@ def build_imagefolder(cfg: dict, args: dict) -> DataBundle:
     train_tf = T.Compose([resize, T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip(),
                           T.ToTensor(), T.Normalize(mean, std)])
     eval_tf = T.Compose([resize, T.ToTensor(), T.Normalize(mean, std)])
-    train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf)
-    if (root / "val").is_dir():
-        train, val = train_set, datasets.ImageFolder(str(root / "val"), transform=eval_tf)
-    else:
-        train, val = _holdout(train_set, datasets.ImageFolder(str(root / "train"), transform=eval_tf),
-                              float(cfg.get("val_fraction", 0.1)), int(cfg.get("split_seed", 0)))
-    test = datasets.ImageFolder(str(root / "test"), transform=eval_tf) if (root / "test").is_dir() else val
+    try:  # no class folders, or a class folder without images
+        train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf)
+        if (root / "val").is_dir():
+            train, val = train_set, _same_classes(root, "val", eval_tf, train_set.classes)
+        else:
+            train, val = _holdout(train_set, datasets.ImageFolder(str(root / "train"), transform=eval_tf),
+                                  float(cfg.get("val_fraction", 0.1)), int(cfg.get("split_seed", 0)))
+        test = _same_classes(root, "test", eval_tf, train_set.classes) if (root / "test").is_dir() else val
+    except FileNotFoundError as e:
+        raise ConfigError("data.root", str(root), f"{e}; expected {how}")
     return DataBundle(*_loaders(train, val, test, args), "imagefolder", 3, len(train_set.classes), size,
                       {"classes": train_set.classes})

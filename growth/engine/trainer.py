@@ -30,7 +30,9 @@ class Trainer:
         self.label_smoothing = float(trainer_cfg.get("label_smoothing", 0.0))
         self.grad_clip = float(trainer_cfg.get("grad_clip", 0) or 0)
         self.optimizer = build_optimizer(self.model, optim_cfg)
-        self.schedule = Schedule(self.optimizer, self.epochs * len(data.train), optim_cfg, len(data.train))
+        self.steps_per_epoch = len(data.train)
+        self.schedule = Schedule(self.optimizer, self.epochs * self.steps_per_epoch, optim_cfg,
+                                 self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.input_shape = (data.in_chans, data.image_size, data.image_size)
         self.epoch, self.step = 0, 0

@@ -1,0 +1,35 @@
+"""Every config option composes, and every option that needs no files on disk builds its model/data."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from run import preflight
+from tests.conftest import ROOT
+
+GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in (ROOT / "conf").iterdir()
+          if g.is_dir() and g.name not in ("local", "hydra")}
+CASES = [(group, option) for group, options in GROUPS.items() for option in options]
+
+
+@pytest.mark.parametrize("group,option", CASES)
+def test_compose(group, option):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"{group}={option}"])
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert plain[group] is not None
+    assert plain["trainer"]["epochs"] > 0 and isinstance(plain["seed"], int)
+
+
+def test_groups_are_the_designed_ones():
+    for group in ("data", "model", "method", "optim", "trainer"):
+        assert group in GROUPS
+    assert {"digits", "synthetic", "cifar10", "cifar100", "svhn", "mnist", "imagefolder"} <= set(GROUPS["data"])
+
+
+def test_preflight():
+    assert preflight(["model=timm", "trainer.epochs=3", "data=digits,synthetic"]) is None
+    assert "allowed: resnet_basic, timm" in preflight(["model=resnett"])
+    assert "data='bogus'" in preflight(["-m", "data=digits,bogus"])
+    assert preflight(["hydra.run.dir=x", "+model.extra=1"]) is None

@@ -1,0 +1,28 @@
+import torch
+from torch import nn
+
+from growth.measure import count_params, forward_macs, train_step_macs
+
+
+def test_conv_and_linear_macs_are_exact():
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 5 * 5, 3))
+    # conv: out 4x5x5, each 2*3*3 MACs; linear 100*3
+    assert forward_macs(m, (2, 5, 5)) == 4 * 25 * 18 + 300
+    assert count_params(m) == (2 * 4 * 9 + 4) + (100 * 3 + 3)
+
+
+def test_attention_is_counted():
+    class Attn(nn.Module):
+        def forward(self, x):
+            return nn.functional.scaled_dot_product_attention(x, x, x)
+
+    macs = forward_macs(Attn(), (1, 16, 8))  # batch*heads 1, 16 tokens, dim 8
+    assert macs == 2 * 16 * 16 * 8  # QK^T and AV
+
+
+def test_train_step_counts_backward_and_leaves_model_alone():
+    m = nn.Sequential(nn.Linear(10, 10), nn.BatchNorm1d(10), nn.Linear(10, 10))
+    assert forward_macs(m, (10,)) == 200
+    # forward 200 + weight grads 200 + input grad of the 2nd layer only (the data needs none) 100
+    assert train_step_macs(m, (10,)) == 500
+    assert m[1].num_batches_tracked.item() == 0 and m[0].weight.grad is None
