@@ -1,0 +1,1 @@
+"""Run records -> pandas tables and plots. Reads only the files of DESIGN.md section 5, never model code."""
