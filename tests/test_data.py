@@ -8,7 +8,6 @@ import json
 import os
 import pickle
 import struct
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -457,6 +456,7 @@ runpy.run_path({run!r}, run_name="__main__")
 """
 
 
+@pytest.mark.slow  # ~10 s: a subprocess importing torch, hydra and torchvision
 def test_cli_one_epoch_on_fake_cifar10(tmp_path):
     """run.py on fake CIFAR-10 files, through a wrapper that only drops torchvision's md5 check."""
     root, run = tmp_path / "cifar", tmp_path / "run"

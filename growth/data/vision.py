@@ -53,7 +53,9 @@ def _tv_dataset(cls, root, train, download, transform):
 
 def _holdout(train_set, eval_set, fraction, seed):
     """Split `fraction` of the training files off as validation (eval transforms), seeded."""
-    if fraction <= 0:
+    if not 0 <= fraction < 1:
+        raise ConfigError("data.val_fraction", fraction, "must be in [0, 1) (0 = validate on the test split)")
+    if fraction == 0:
         return train_set, None
     n = len(train_set)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
@@ -78,8 +80,10 @@ def build_torchvision(cfg: dict, args: dict) -> DataBundle:
         train_set = _tv_dataset(cls, root, True, download, _transforms(size, mean, std, flip, True, aug))
         eval_train = _tv_dataset(cls, root, True, False, _transforms(size, mean, std, flip, False, aug))
         test = _tv_dataset(cls, root, False, download, _transforms(size, mean, std, flip, False, aug))
-    except (RuntimeError, FileNotFoundError, OSError) as e:
-        raise ConfigError("data.root", str(root), f"{name} files not found or unreadable ({e}); expected {how}")
+    # Truncated files surface as assertion/type/value errors inside torchvision's readers.
+    except (RuntimeError, OSError, AssertionError, TypeError, ValueError) as e:
+        raise ConfigError("data.root", str(root),
+                          f"{name} files not found or unreadable ({type(e).__name__}: {e}); expected {how}")
     train, val = _holdout(train_set, eval_train, float(cfg.get("val_fraction", 0.1)), int(cfg.get("split_seed", 0)))
     val = val if val is not None else test
     return DataBundle(*_loaders(train, val, test, args), name, chans, classes, size)
