@@ -38,6 +38,8 @@ def validate(cfg: dict) -> None:
     _positive_int(t, "eval_batch_size", "trainer.eval_batch_size")
     if not isinstance(cfg.get("seed"), int):
         raise ConfigError("seed", cfg.get("seed"), "must be an integer")
+    if t.get("compile"):
+        raise ConfigError("trainer.compile", t["compile"], "torch.compile is not supported yet; use false")
 
 
 def _file_log(record: RunRecord) -> logging.Handler:
@@ -74,7 +76,7 @@ def prepare(cfg: dict, run_dir) -> tuple[Trainer, RunRecord]:
         "device": device if on_device else torch.device("cpu"), "num_workers": int(t.get("num_workers", 0)),
         "pin_memory": device.type == "cuda"})
     model = build_model(cfg["model"], data.info)
-    method = build_method(cfg["method"])
+    method = build_method(cfg)
     ckpt, ckpt_path = _find_checkpoint(cfg, record)
     if ckpt is not None:
         key = "trainer.resume" if t.get("resume") else "checkpoints/last.pt"
@@ -91,6 +93,7 @@ def prepare(cfg: dict, run_dir) -> tuple[Trainer, RunRecord]:
         log.info("resumed from %s at epoch %d (step %d)", ckpt_path, trainer.epoch, trainer.step)
     else:
         record.truncate_after(0)  # stale rows from a run that died before its first checkpoint
+    method.setup(trainer)  # a method checks its own settings against the model here, before training
     return trainer, record
 
 

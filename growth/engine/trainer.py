@@ -140,7 +140,6 @@ class Trainer:
         return out
 
     def fit(self) -> None:
-        self.method.setup(self)
         while self.epoch < self.epochs:
             self.run_epoch(self.epoch + 1)
 
@@ -163,7 +162,7 @@ class Trainer:
         log.info("epoch %d/%d %s arch %s params %s | train loss %.4f acc %.4f | val loss %.4f acc %.4f | "
                  "lr %.2e | %.1fs", epoch, self.epochs, row["phase"], row["arch"], f"{row['params']:,}",
                  row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], lr, dt)
-        self.epoch = epoch
+        self.epoch, self.last_val_acc = epoch, va["acc"]
         for event in self.method.on_epoch_end(self, epoch):
             self.record.add_event(event)
             log.info("event %s at epoch %d: %s %s -> %s, params %s -> %s", event["kind"], epoch,
@@ -171,4 +170,6 @@ class Trainer:
                      f"{event['params_before']:,}", f"{event['params_after']:,}")
         # New parameters (growth) join their optimizer group; old ones keep their state.
         add_params(self.optimizer, self.model.named_parameters(), self.optim_cfg)
+        if self.channels_last:  # new modules arrive in the default layout
+            self.model.to(memory_format=torch.channels_last)
         self.save()

@@ -1,13 +1,15 @@
 """Methods by name: `build_method(cfg)`."""
 from growth.errors import ConfigError
+from growth.methods.adagrow import AdaGrow
 from growth.methods.base import Method
 from growth.methods.fixed import Fixed
 
-METHODS = {"fixed": Fixed}
+METHODS = {"fixed": Fixed, "adagrow": AdaGrow}
 
 
 def build_method(cfg: dict) -> Method:
-    name = cfg.get("name")
+    """From the whole config (a method may read grow, grow_mode, initializer and model keys)."""
+    name = cfg["method"].get("name")
     if name not in METHODS:
         raise ConfigError("method.name", name, f"allowed: {', '.join(sorted(METHODS))}")
     return METHODS[name](cfg)

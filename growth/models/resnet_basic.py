@@ -29,14 +29,20 @@ class BasicBlock(nn.Module):
 
 
 class Downstream(nn.Module):
-    """Stride-2 RepUnit from one stage's width to the next (no activation, as the original)."""
+    """Stride-2 RepUnit from one stage's width to the next.
 
-    def __init__(self, cin, cout, kernel=(3, 3)):
+    The original applies no activation here. We apply ReLU by default (`act=True`): every block input is
+    then non-negative, so a new block whose residual branch outputs 0 computes relu(x + 0) = x and depth
+    growth preserves the function even into an empty stage. `model.downstream_act=false` is the original.
+    """
+
+    def __init__(self, cin, cout, kernel=(3, 3), act=True):
         super().__init__()
         self.unit = RepUnit(cin, cout, kernel, stride=2)
+        self.act = nn.ReLU() if act else nn.Identity()
 
     def forward(self, x):
-        return self.unit(x)
+        return self.act(self.unit(x))
 
 
 def init_weights(model: nn.Module) -> None:
@@ -58,22 +64,26 @@ def init_weights(model: nn.Module) -> None:
 class ResNetBasic(SpecModel):
     block = BasicBlock
 
-    def __init__(self, depths=(1, 1, 1), widths=None, in_chans=3, num_classes=10, stem_stride=1):
+    def __init__(self, depths=(1, 1, 1), widths=None, in_chans=3, num_classes=10, stem_stride=1,
+                 downstream_act=True):
         super().__init__()
         depths = [int(d) for d in depths]
         widths = list(widths or DEFAULT_WIDTHS.get(len(depths), [64 * 2 ** i for i in range(len(depths))]))
         self.depths, self.widths = depths, widths
         self.in_chans, self.num_classes, self.stem_stride = in_chans, num_classes, stem_stride
+        self.downstream_act = bool(downstream_act)
         self.stem = nn.Sequential(ConvBN(in_chans, widths[0], (3, 3), stride=stem_stride), nn.ReLU())
         self.stages = nn.ModuleList(
             nn.Sequential(*[self.block(w) for _ in range(d)]) for d, w in zip(depths, widths))
-        self.downs = nn.ModuleList(Downstream(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.downs = nn.ModuleList(Downstream(a, b, act=self.downstream_act)
+                                   for a, b in zip(widths[:-1], widths[1:]))
         self.fc = nn.Linear(widths[-1], num_classes)
         init_weights(self)
 
     def spec_kwargs(self) -> dict:
         return {"depths": list(self.depths), "widths": list(self.widths), "in_chans": self.in_chans,
-                "num_classes": self.num_classes, "stem_stride": self.stem_stride}
+                "num_classes": self.num_classes, "stem_stride": self.stem_stride,
+                "downstream_act": self.downstream_act}
 
     def arch_string(self) -> str:
         return arch_string(self.depths)
@@ -89,7 +99,27 @@ class ResNetBasic(SpecModel):
         stride = cfg.get("stem_stride", "auto")
         if stride == "auto":  # small inputs (digits 8x8, CIFAR 32x32) keep full resolution in the stem
             stride = 1 if data["image_size"] <= 64 else 2
-        return cls(depths, widths, data["in_chans"], data["num_classes"], int(stride))
+        return cls(depths, widths, data["in_chans"], data["num_classes"], int(stride),
+                   bool(cfg.get("downstream_act", True)))
+
+    # ---- growth API (growth/grow/ drives it) -----------------------------------------------------
+    def grow_depth(self, stage: int) -> nn.Module:
+        """Append a fresh block (default init) at the end of `stage`; returns it."""
+        ref = self.fc.weight
+        block = self.block(self.widths[stage]).to(ref.device, ref.dtype)
+        init_weights(block)
+        self.stages[stage].append(block)
+        self.depths[stage] += 1
+        return block
+
+    def stage_input_bn(self, stage: int) -> nn.BatchNorm2d | None:
+        """The BN the original reads for a stage's saliency: the stem's for stage 0; for later stages
+        the downstream's own BN, which the original never trains (None here: it is not allocated)."""
+        return self.stem[0].bn if stage == 0 else None
+
+    def stage_input_unit(self, stage: int) -> nn.Module:
+        """The module feeding a stage: the stem (stage 0) or the stride-2 downstream unit."""
+        return self.stem[0] if stage == 0 else self.downs[stage - 1].unit
 
     def forward(self, x):
         x = self.stem(x)

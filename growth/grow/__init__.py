@@ -1,0 +1,1 @@
+"""Where, what, when and how to grow: modes (schedules), policies (saliency), initializers."""

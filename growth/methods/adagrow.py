@@ -1,0 +1,251 @@
+"""AdaGrow: grow depth (new blocks) and width (new RepUnit branches) on a schedule; fuse to deploy.
+
+Follows the original code (METHODS.md 1.3); where the original looks buggy, `method.variant=faithful`
+reproduces it and `fixed` (default) does what was meant. Each switch can also be set on its own:
+
+| switch            | faithful (the original)                          | fixed (default)                        |
+|-------------------|--------------------------------------------------|----------------------------------------|
+| saliency          | stage probe = stem BN / a never-trained BN (1.0) | live BNs of the unit feeding the stage |
+|                   | unit rank by signed mean gamma                   | unit rank by mean abs gamma            |
+| transfer_buffers  | BN running stats reset on depth growth           | kept                                   |
+| zero_init         | every new tensor 0 (new block is dead)           | last BN gamma = beta = 0 (learns)      |
+| schedule          | the original's parity rules (growth/grow/modes)  | the mode name read literally           |
+| threshold         | dead code: grows every interval                  | grows when val acc stops improving     |
+"""
+import logging
+import random
+
+import torch
+
+from growth.arch import parse_arch
+from growth.blocks import RepUnit
+from growth.errors import ConfigError
+from growth.grow.init import initialize, normalize
+from growth.grow.modes import check_mode, growth_kind
+from growth.grow.policy import choose_stage, rank_units, sample_kernel
+from growth.measure import count_params
+from growth.methods.base import Method
+
+log = logging.getLogger("growth")
+SWITCHES = ("saliency", "transfer_buffers", "zero_init", "schedule", "threshold")
+VARIANTS = ("fixed", "faithful")
+
+
+def _variant(value, key):
+    if value not in VARIANTS:
+        raise ConfigError(key, value, f"allowed: {', '.join(VARIANTS)}")
+    return value
+
+
+class AdaGrow(Method):
+    name = "adagrow"
+    saliency_where = "saliency"  # RandGrow overrides where-to-grow
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        m, g = cfg["method"], cfg.get("grow", {})
+        self.variant = _variant(m.get("variant", "fixed"), "method.variant")
+        self.switches = {k: _variant(m.get(k) or self.variant, f"method.{k}") for k in SWITCHES}
+        self.mode = check_mode(cfg["grow_mode"]["name"])
+        self.init_cfg = dict(cfg["initializer"])
+        self.init_name = normalize(self.init_cfg["name"])
+        self.meta = float(self.init_cfg.get("meta", 0.2))
+        self.interval = self._positive(g.get("interval", 3), "grow.interval")
+        self.threshold = float(g.get("threshold") or 0.0)
+        self.ratio = float(g.get("width_ratio", 0.3))
+        if not 0 < self.ratio <= 1:
+            raise ConfigError("grow.width_ratio", self.ratio, "must be in (0, 1]")
+        self.max_params = g.get("max_params")
+        self.max_events = g.get("max_events")
+        self.max_arch_text = cfg["model"].get("max_arch")
+        seed = g.get("seed")
+        self.rng = random.Random(cfg["seed"] if seed is None else seed)
+        self.events, self.last_stage, self.last_growth_epoch = 0, None, 0
+        self.val_history, self.stopped, self.trajectory = [], None, []
+
+    @staticmethod
+    def _positive(value, key):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(key, value, "must be a positive integer")
+        return value
+
+    def faithful(self, switch: str) -> bool:
+        return self.switches[switch] == "faithful"
+
+    @property
+    def variants(self) -> dict:
+        return {"variant": self.variant, **self.switches}
+
+    # ---- setup: check the model can grow as asked, before any training ----------------------------
+    def setup(self, trainer) -> None:
+        model = trainer.model
+        if not hasattr(model, "grow_depth"):
+            raise ConfigError("model", getattr(model, "family", type(model).__name__),
+                              f"{self.name} needs a growable model (resnet_basic)")
+        depths = model.depths
+        if self.max_arch_text is None:
+            raise ConfigError("model.max_arch", None, "set the largest arch growth may reach, e.g. '2-2-2'")
+        max_arch = parse_arch(self.max_arch_text, "model.max_arch")
+        if len(max_arch) != len(depths):
+            if not self.faithful("schedule") or len(max_arch) < len(depths):
+                raise ConfigError("model.max_arch", self.max_arch_text,
+                                  f"needs {len(depths)} stages like model.arch={model.arch_string()}")
+            log.warning("model.max_arch=%s has more stages than the model; truncated as the original does",
+                        self.max_arch_text)
+            max_arch = max_arch[:len(depths)]
+        if any(m < d for m, d in zip(max_arch, depths)):
+            raise ConfigError("model.max_arch", self.max_arch_text,
+                              f"must be >= model.arch={model.arch_string()} in every stage")
+        self.max_arch = max_arch
+
+    # ---- when -----------------------------------------------------------------------------------
+    def _due(self, epoch: int) -> bool:
+        if self.threshold > 0 and not self.faithful("threshold"):
+            if epoch - self.last_growth_epoch < self.interval:
+                return False
+            recent = self.val_history[-self.interval:]
+            before = self.val_history[:-self.interval] or [0.0]
+            return max(recent) - max(before) < self.threshold
+        return epoch % self.interval == 0
+
+    def _stop_reason(self, trainer):
+        if all(d >= m for d, m in zip(trainer.model.depths, self.max_arch)):
+            return f"reached max arch {self.max_arch_text}"
+        if self.max_params is not None and trainer.sizes()["deploy_params"] >= float(self.max_params):
+            return f"deployed params reached grow.max_params={self.max_params}"
+        if self.max_events is not None and self.events >= int(self.max_events):
+            return f"made grow.max_events={self.max_events} growth events"
+        return None
+
+    def on_epoch_end(self, trainer, epoch: int) -> list[dict]:
+        self.val_history.append(trainer.last_val_acc)
+        if epoch >= trainer.epochs or self.stopped or not self._due(epoch):
+            return []
+        self.stopped = self._stop_reason(trainer)
+        if self.stopped:
+            log.info("growth stopped: %s", self.stopped)
+            return []
+        kind = growth_kind(self.mode, self.events, self.faithful("schedule"))
+        event = self.grow(trainer, kind, epoch)
+        self.events += 1
+        self.last_growth_epoch = epoch
+        self.trajectory.append({k: event[k] for k in ("epoch", "kind", "where", "arch_after", "params_after",
+                                                      "deploy_params_after")})
+        return [event]
+
+    # ---- what and how ---------------------------------------------------------------------------
+    def grow(self, trainer, kind: str, epoch: int) -> dict:
+        model = trainer.model
+        before = {"arch": model.arch_string(), "params": count_params(model),
+                  "deploy": trainer.sizes()["deploy_params"], "branches": _branches(model),
+                  "out": trainer.probe_output()}
+        detail = self.grow_depth(trainer) if kind == "depth" else self.grow_width(trainer)
+        new_params = detail.pop("new_params")
+        if self.init_name == "adam":
+            self._adam_fit(trainer, new_params)
+        change = (trainer.probe_output() - before["out"]).abs().max().item()
+        return {"epoch": epoch, "step": trainer.step, "kind": f"grow_{kind}", "where": detail.pop("where"),
+                "arch_before": before["arch"], "arch_after": model.arch_string(),
+                "params_before": before["params"], "params_after": count_params(model),
+                "deploy_params_before": before["deploy"], "deploy_params_after": trainer.sizes()["deploy_params"],
+                "branches_before": before["branches"], "branches_after": _branches(model),
+                "max_abs_output_change": change, "initializer": self.init_name, **detail}
+
+    def choose_stage(self, model):
+        return choose_stage(model, self.max_arch, self.last_stage, self.faithful("saliency"))
+
+    def grow_depth(self, trainer) -> dict:
+        model = trainer.model
+        stage, scores = self.choose_stage(model)
+        old_blocks = list(model.stages[stage])
+        reference = self._reference_depth(model, old_blocks)
+        block = model.grow_depth(stage)
+        initialize(block, self.init_name, self.meta, faithful_zero=self.faithful("zero_init"),
+                   reference=reference)
+        if self.faithful("transfer_buffers"):
+            _reset_bn_stats_like_original(model, exclude=block)
+        self.last_stage = stage
+        return {"where": f"stage {stage}", "stage": stage, "saliency": scores,
+                "new_params": list(block.parameters())}
+
+    def _reference_depth(self, model, old_blocks):
+        if self.init_name == "global_fitting":
+            return list(model.parameters())
+        if self.init_name == "local_fitting":
+            # the original reads block len-2 of the grown stage (an off-by-one); fixed reads the last one
+            idx = len(old_blocks) - (2 if self.faithful("zero_init") else 1)
+            return list(old_blocks[idx].parameters()) if 0 <= idx < len(old_blocks) else None
+        return None
+
+    def choose_units(self, model):
+        return rank_units(model, self.ratio, self.faithful("saliency"))
+
+    def grow_width(self, trainer) -> dict:
+        model = trainer.model
+        chosen, new_params, where, kernels = self.choose_units(model), [], [], []
+        for name, unit, _score in chosen:
+            reference = (list(model.parameters()) if self.init_name == "global_fitting"
+                         else list(unit.parameters()) if self.init_name == "local_fitting" else None)
+            kernel = sample_kernel(unit, self.rng)
+            branch = unit.add_branch(kernel)
+            initialize(branch, self.init_name, self.meta, faithful_zero=self.faithful("zero_init"),
+                       reference=reference)
+            new_params += list(branch.parameters())
+            where.append(name)
+            kernels.append(list(kernel))
+        return {"where": where, "kernels": kernels, "saliency": {n: s for n, _, s in chosen},
+                "new_params": new_params}
+
+    def _adam_fit(self, trainer, params) -> None:
+        """The original's `adam` initializer: train only the new parameters with Adam for a few epochs.
+        Its cost is real training compute, so it is added to train_macs_cum."""
+        epochs = int(self.init_cfg.get("epochs", 2))
+        opt = torch.optim.Adam(params, lr=float(self.init_cfg.get("lr", 1e-3)),
+                               weight_decay=float(self.init_cfg.get("weight_decay", 5e-4)))
+        loader, model = trainer.data.train, trainer.model
+        model.train()
+        seen = 0
+        for e in range(epochs):
+            loader.set_epoch(1_000_000 + 100 * self.events + e)  # its own batch order, reproducible
+            for x, y in loader:
+                x, y = trainer._to_device(x, y)
+                loss, _ = self.loss(model, x, y, trainer)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                seen += len(y)
+        for p in model.parameters():
+            p.grad = None
+        trainer.counters["train_macs_cum"] += seen * trainer.sizes()["train_macs_per_sample"]
+        trainer.counters["samples_seen"] += seen
+
+    # ---- record and resume ----------------------------------------------------------------------
+    def summary_extras(self, trainer) -> dict:
+        return {"growth_events": self.events, "growth_stopped": self.stopped, "trajectory": self.trajectory,
+                "grow_mode": self.mode, "initializer": self.init_name}
+
+    def state_dict(self) -> dict:
+        return {"events": self.events, "last_stage": self.last_stage, "rng": self.rng.getstate(),
+                "last_growth_epoch": self.last_growth_epoch, "val_history": self.val_history,
+                "stopped": self.stopped, "trajectory": self.trajectory}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.events, self.last_stage = state["events"], state["last_stage"]
+        self.rng.setstate(state["rng"])
+        self.last_growth_epoch, self.val_history = state["last_growth_epoch"], list(state["val_history"])
+        self.stopped, self.trajectory = state["stopped"], list(state["trajectory"])
+
+
+def _branches(model) -> int:
+    return sum(len(m.branches) for m in model.modules() if isinstance(m, RepUnit))
+
+
+def _reset_bn_stats_like_original(model, exclude) -> None:
+    """The original rebuilds the network and copies parameters only: every BN's running statistics
+    restart at mean 0 / var 1, except inside branches added by width growth (moved by reference)."""
+    kept = {id(bn) for m in model.modules() if isinstance(m, RepUnit) for b in m.branches[1:]
+            for bn in b.modules() if isinstance(bn, torch.nn.BatchNorm2d)}
+    kept |= {id(bn) for bn in exclude.modules()}
+    for bn in model.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d) and id(bn) not in kept:
+            bn.reset_running_stats()
