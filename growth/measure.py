@@ -17,10 +17,15 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _probe(model: nn.Module, input_shape, batch: int) -> torch.Tensor:
+def _probe(model: nn.Module, input_shape, batch: int, random: bool = False) -> torch.Tensor:
+    """A probe input. Random values come from a private generator: measuring must never move the
+    global RNG, or a resumed run (which measures at other moments) would initialise growth differently."""
     p = next(model.parameters(), None)
     device, dtype = (p.device, p.dtype) if p is not None else ("cpu", torch.float32)
-    return torch.zeros((batch, *input_shape), device=device, dtype=dtype)
+    if not random:
+        return torch.zeros((batch, *input_shape), device=device, dtype=dtype)
+    x = torch.randn((batch, *input_shape), generator=torch.Generator().manual_seed(0))
+    return x.to(device, dtype)
 
 
 @torch.no_grad()
@@ -40,7 +45,7 @@ def train_step_macs(model: nn.Module, input_shape, batch: int = 2) -> int:
     """MACs of one training step (forward + backward) per sample, counted on a throwaway copy so
     the real model's BN statistics and gradients are untouched."""
     m = copy.deepcopy(model).train()
-    x = _probe(m, input_shape, batch).normal_()
+    x = _probe(m, input_shape, batch, random=True)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
         m(x).float().sum().backward()
     return int(fc.get_total_flops() // 2 // batch)
@@ -49,7 +54,7 @@ def train_step_macs(model: nn.Module, input_shape, batch: int = 2) -> int:
 @torch.no_grad()
 def latency_ms(model: nn.Module, input_shape, batch: int = 1, warmup: int = 3, iters: int = 10) -> float:
     model.eval()
-    x = _probe(model, input_shape, batch).normal_()
+    x = _probe(model, input_shape, batch, random=True)
     for _ in range(warmup):
         model(x)
     if x.is_cuda:

@@ -80,3 +80,10 @@ def test_arch_spec_round_trip_keeps_branches():
     rebuilt = model_from_spec(m.arch_spec())
     assert rebuilt.arch_spec() == m.arch_spec()
     rebuilt.load_state_dict(m.state_dict())  # strict: same tensors, same shapes
+
+
+def test_deploy_leaves_the_global_rng_alone():
+    m = create_model("resnet_basic", depths=(1, 0, 1), widths=[4, 6, 8], in_chans=1, num_classes=3)
+    state = torch.get_rng_state()
+    m.deploy()
+    assert torch.equal(torch.get_rng_state(), state)

@@ -26,3 +26,11 @@ def test_train_step_counts_backward_and_leaves_model_alone():
     # forward 200 + weight grads 200 + input grad of the 2nd layer only (the data needs none) 100
     assert train_step_macs(m, (10,)) == 500
     assert m[1].num_batches_tracked.item() == 0 and m[0].weight.grad is None
+
+
+def test_measuring_leaves_the_global_rng_alone():
+    m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    state = torch.get_rng_state()
+    forward_macs(m, (4,))
+    train_step_macs(m, (4,))
+    assert torch.equal(torch.get_rng_state(), state)

@@ -1,6 +1,7 @@
 """A conv followed by BatchNorm, and its exact fold into one conv with bias."""
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 
@@ -28,8 +29,9 @@ class ConvBN(nn.Module):
 def fuse_convbn(m: ConvBN) -> nn.Conv2d:
     """A plain Conv2d (with bias) computing what `m` computes in eval mode."""
     c = m.conv
-    out = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, stride=c.stride, padding=c.padding,
-                    groups=c.groups, bias=True).to(c.weight.device, c.weight.dtype)
+    # skip_init: the weights are overwritten below, and a default init would draw from the global RNG
+    out = skip_init(nn.Conv2d, c.in_channels, c.out_channels, c.kernel_size, stride=c.stride,
+                    padding=c.padding, groups=c.groups, bias=True, device=c.weight.device, dtype=c.weight.dtype)
     w, b = m.fused_weights()
     out.weight.data.copy_(w)
     out.bias.data.copy_(b)

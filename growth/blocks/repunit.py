@@ -7,6 +7,7 @@ the same output, at any stride. There is no activation inside the unit: blocks a
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import skip_init
 
 from growth.blocks.convbn import ConvBN
 
@@ -57,8 +58,10 @@ class RepUnit(nn.Module):
             weight = weight + F.pad(w, (pw, pw, ph, ph))
             bias = bias + bb
         ref = self.branches[0].conv.weight
-        conv = nn.Conv2d(self.cin, self.cout, self.base_kernel, stride=self.stride,
-                         padding=(kh // 2, kw // 2), groups=self.groups, bias=True).to(ref.device, ref.dtype)
+        # skip_init: no throwaway default init, which would draw from the global RNG
+        conv = skip_init(nn.Conv2d, self.cin, self.cout, self.base_kernel, stride=self.stride,
+                         padding=(kh // 2, kw // 2), groups=self.groups, bias=True, device=ref.device,
+                         dtype=ref.dtype)
         with torch.no_grad():
             conv.weight.copy_(weight)
             conv.bias.copy_(bias)

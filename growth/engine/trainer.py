@@ -49,12 +49,15 @@ class Trainer:
         """params, deploy_params, macs (fused model, one sample) and train MACs per sample, per arch."""
         key = self._arch_key()
         if key not in self._macs_cache:
-            deployed = self.model.deploy()
-            self._macs_cache[key] = {
-                "params": count_params(self.model), "deploy_params": count_params(deployed),
+            with torch.random.fork_rng(devices=[]):  # measuring must not move the training RNG
+                self._macs_cache[key] = self._measure()
+        return self._macs_cache[key]
+
+    def _measure(self) -> dict:
+        deployed = self.model.deploy()
+        return {"params": count_params(self.model), "deploy_params": count_params(deployed),
                 "macs": forward_macs(deployed, self.input_shape),
                 "train_macs_per_sample": train_step_macs(self.model, self.input_shape)}
-        return self._macs_cache[key]
 
     # ---- state --------------------------------------------------------------------------------
     def save(self) -> None:
