@@ -65,7 +65,7 @@ def _hydra_app():
             if multirun:  # one bad job must not stop the sweep; the summary says it failed
                 return None
             sys.exit(2)
-        print(f"run record: {run_dir}")
+        print_report(summary, run_dir)
         print(f"status {summary['status']}: arch {summary['arch']}, params {summary['params']:,} "
               f"(deployed {summary['deploy_params']:,}), final val acc {summary['final_val_acc']}, "
               f"test acc {summary['test_acc']}, train time {summary['train_time_s']:.1f}s")
@@ -75,6 +75,23 @@ def _hydra_app():
         return summary.get("final_val_acc")
 
     return app
+
+
+def print_report(summary: dict, run_dir: Path) -> None:
+    """What a person wants to see at the end: the growth trajectory and the deployed size."""
+    if summary.get("trajectory"):
+        print("growth trajectory:")
+        for t in summary["trajectory"]:
+            where = t["where"] if isinstance(t["where"], str) else f"{len(t['where'])} unit(s)"
+            print(f"  epoch {t['epoch']:>3}  {t['kind']:<11} {where:<12} arch {t['arch_after']:<9} "
+                  f"params {t['params_after']:>10,}  deployed {t['deploy_params_after']:>10,}")
+        if summary.get("growth_stopped"):
+            print(f"  growth stopped: {summary['growth_stopped']}")
+    if summary["status"] == "completed":
+        print(f"fused model: {summary['deploy_params']:,} params, {summary['macs'] / 1e6:.2f} M MACs per sample "
+              f"(training form {summary['params']:,} params; max |fused - unfused| "
+              f"{summary['deploy_max_abs_diff']:.1e}); training cost {summary['train_macs_total'] / 1e9:.1f} GMACs")
+    print(f"run record: {run_dir}")
 
 
 def hydra_main():

@@ -183,8 +183,9 @@ class AdaGrow(Method):
     def grow_width(self, trainer) -> dict:
         model = trainer.model
         chosen, new_params, where, kernels = self.choose_units(model), [], [], []
+        old_params = list(model.parameters())  # fit to the net before this event, as the original does
         for name, unit, _score in chosen:
-            reference = (list(model.parameters()) if self.init_name == "global_fitting"
+            reference = (old_params if self.init_name == "global_fitting"
                          else list(unit.parameters()) if self.init_name == "local_fitting" else None)
             kernel = sample_kernel(unit, self.rng)
             branch = unit.add_branch(kernel)
