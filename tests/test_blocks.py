@@ -87,3 +87,11 @@ def test_deploy_leaves_the_global_rng_alone():
     state = torch.get_rng_state()
     m.deploy()
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_grown_modules_follow_the_model_mode():
+    m = create_model("resnet_basic", depths=(0, 0, 0), widths=[4, 6, 8], in_chans=1, num_classes=3).eval()
+    assert not m.grow_depth(1).training
+    assert not m.downs[0].unit.add_branch((1, 1)).training
+    m.train()
+    assert m.grow_depth(1).training

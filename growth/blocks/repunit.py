@@ -39,6 +39,7 @@ class RepUnit(nn.Module):
         ref = next(self.parameters(), None)
         if ref is not None:
             branch.to(ref.device, ref.dtype)
+        branch.train(self.training)  # follow the unit's mode (BN statistics)
         self.branches.append(branch)
         return branch
 

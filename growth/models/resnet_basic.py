@@ -108,6 +108,7 @@ class ResNetBasic(SpecModel):
         ref = self.fc.weight
         block = self.block(self.widths[stage]).to(ref.device, ref.dtype)
         init_weights(block)
+        block.train(self.training)  # a new module must follow the model's mode (BN statistics)
         self.stages[stage].append(block)
         self.depths[stage] += 1
         return block
