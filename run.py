@@ -65,6 +65,14 @@ def _hydra_app():
             if multirun:  # one bad job must not stop the sweep; the summary says it failed
                 return None
             sys.exit(2)
+        except Exception as e:  # noqa: BLE001 - in a sweep, a crash is recorded, not propagated
+            if not multirun:
+                raise
+            import traceback
+            RunRecord(run_dir).write_summary({"status": "failed", "error": f"{type(e).__name__}: {e}",
+                                              "traceback": traceback.format_exc()})
+            print(f"error: job crashed: {type(e).__name__}: {e}", file=sys.stderr)
+            return None
         print_report(summary, run_dir)
         print(f"status {summary['status']}: arch {summary['arch']}, params {summary['params']:,} "
               f"(deployed {summary['deploy_params']:,}), final val acc {summary['final_val_acc']}, "

@@ -97,9 +97,23 @@ def prepare(cfg: dict, run_dir) -> tuple[Trainer, RunRecord]:
     return trainer, record
 
 
-def _catch_signals(trainer: Trainer) -> None:
+def _catch_signals(trainer: Trainer, record: RunRecord) -> None:
     """SIGTERM/SIGUSR2 (SLURM preemption, timeouts) stop at the next step with status 'interrupted';
-    the last epoch checkpoint stays, so the same command resumes."""
+    the last epoch checkpoint stays, so the same command resumes.
+
+    Under submitit the signals belong to submitit: on SIGUSR2 it requeues the job, which then resumes
+    from last.pt in the same directory. We only mark the record 'interrupted' and hand over."""
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        previous = signal.getsignal(signal.SIGUSR2)
+
+        def mark_and_requeue(signum, frame):
+            record.write_summary({"status": "interrupted", "error": f"SIGUSR2 at epoch {trainer.epoch} "
+                                  f"(step {trainer.step}); requeued, resumes from checkpoints/last.pt"})
+            if callable(previous):
+                previous(signum, frame)
+        signal.signal(signal.SIGUSR2, mark_and_requeue)
+        return
+
     def handler(signum, _frame):
         trainer.stop_requested = signal.Signals(signum).name
     for sig in (signal.SIGTERM, signal.SIGUSR2):
@@ -133,7 +147,7 @@ def run_job(cfg: dict, run_dir) -> dict:
 
 
 def _train(cfg: dict, trainer: Trainer, record: RunRecord) -> dict:
-    _catch_signals(trainer)
+    _catch_signals(trainer, record)
     status, error, extras = "completed", None, {}
     t0 = time.perf_counter()
     try:

@@ -1,0 +1,55 @@
+"""The collect step of a sweep: one row per job -> results.csv and a mean ± std markdown table."""
+import json
+from pathlib import Path
+
+import pandas as pd
+
+METRICS = ("final_val_acc", "best_val_acc", "test_acc", "params", "deploy_params", "macs", "train_macs_total",
+           "train_time_s")
+
+
+def job_rows(jobs, sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    rows, failed = [], []
+    for job in jobs:
+        path = sweep_dir / job["name"] / "summary.json"
+        summary = json.loads(path.read_text()) if path.exists() else {"status": "missing",
+                                                                      "error": "no summary.json"}
+        if summary.get("status") != "completed":
+            failed.append((job["name"], f"{summary.get('status')}: {summary.get('error')}"))
+        rows.append({"job": job["name"], **job["keys"], "status": summary.get("status"),
+                     **{m: summary.get(m) for m in METRICS}, "arch": summary.get("arch")})
+    return pd.DataFrame(rows), failed
+
+
+def mean_std_table(df: pd.DataFrame, rows: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Group completed runs by `rows`; each metric as 'mean ± std' over seeds, plus the count n."""
+    done = df[df["status"] == "completed"]
+    if done.empty:
+        return pd.DataFrame()
+    groups = done.groupby(rows, dropna=False, sort=False) if rows else [((), done)]
+    out = []
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(rows, key))
+        for m in metrics:
+            vals = pd.to_numeric(g[m], errors="coerce")
+            row[m] = f"{vals.mean():.4g} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.2g}"
+        row["n"] = len(g)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def summarize_sweep(jobs, sweep_dir, exp: dict) -> list[tuple[str, str]]:
+    sweep_dir = Path(sweep_dir)
+    df, failed = job_rows(jobs, sweep_dir)
+    df.to_csv(sweep_dir / "results.csv", index=False)
+    table = exp.get("table") or {}
+    rows = table.get("rows") or [k for k in (jobs[0]["keys"] if jobs else {}) if k != "seed"]
+    metrics = table.get("metrics") or ["final_val_acc", "test_acc", "deploy_params", "train_macs_total"]
+    md = mean_std_table(df, rows, metrics)
+    text = f"# {exp.get('description', sweep_dir.name)}\n\n"
+    text += md.to_markdown(index=False) if not md.empty else "(no completed runs)"
+    if failed:
+        text += "\n\nFailed or unfinished jobs:\n\n" + "\n".join(f"- {n}: {w}" for n, w in failed)
+    (sweep_dir / "results.md").write_text(text + "\n")
+    return failed

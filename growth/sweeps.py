@@ -1,0 +1,77 @@
+"""Experiment specs (experiments/NAME.yaml) -> a list of named jobs, each a list of overrides.
+
+    description: what table or figure this reproduces
+    common: {trainer.epochs: 12}               # every job (a YAML list = sweep over its values)
+    runs:                                      # alternatives; lists inside are swept too
+      - {method: adagrow, grow_mode: [width-depth, width-width-depth]}
+      - {method: fixed, model.arch: 1-1-1}
+    seeds: [0, 1, 2]
+    scales: {cifar: {data: cifar10, trainer.epochs: 100}}   # sweep.py --scale cifar
+    table: {rows: [method, grow_mode], metrics: [final_val_acc, test_acc]}
+
+A literal list value (e.g. widths) is written as a string: `model.widths: "[8,12,16]"`.
+"""
+import itertools
+import json
+from pathlib import Path
+
+import yaml
+
+
+def load_experiment(directory, name: str) -> dict:
+    path = Path(directory) / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in Path(directory).glob("*.yaml"))
+        raise ValueError(f"experiment={name!r}: no {path}; allowed: {', '.join(names)}")
+    exp = yaml.safe_load(path.read_text()) or {}
+    exp.setdefault("runs", [{}])
+    exp.setdefault("seeds", [0])
+    return exp
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+def _product(spec: dict) -> list[dict]:
+    keys = list(spec)
+    options = [v if isinstance(v, list) else [v] for v in spec.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*options)]
+
+
+def expand_jobs(exp: dict, scale: str | None = None) -> list[dict]:
+    """[{"name": "method=adagrow,seed=0", "overrides": ["method=adagrow", "seed=0"], "keys": {...}}]"""
+    scales = exp.get("scales") or {}
+    if scale is not None and scale not in scales:
+        raise ValueError(f"--scale={scale!r}: allowed: {', '.join(sorted(scales)) or 'none defined'}")
+    combos = []
+    for run in exp["runs"]:
+        spec = {**(exp.get("common") or {}), **(run or {}), **(scales.get(scale) or {})}
+        for combo in _product(spec):
+            for seed in exp["seeds"]:
+                combos.append({**combo, "seed": seed})
+    varying = [k for k in dict.fromkeys(k for c in combos for k in c)
+               if len({_fmt(c.get(k)) for c in combos}) > 1]
+    jobs, seen = [], set()
+    for combo in combos:
+        name = ",".join(f"{k}={_fmt(combo.get(k))}" for k in varying).replace("/", "_") or "job"
+        if name in seen:
+            raise ValueError(f"experiment {exp.get('description', '')!r} has two identical jobs: {name}")
+        seen.add(name)
+        jobs.append({"name": name, "overrides": [f"{k}={_fmt(v)}" for k, v in combo.items()],
+                     "keys": {k: _fmt(combo.get(k)) for k in varying}})
+    return jobs
+
+
+def job_status(run_dir) -> str | None:
+    """'completed' / 'failed' / 'interrupted' from summary.json; 'unfinished' if started; None if absent."""
+    run_dir = Path(run_dir)
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        try:
+            return json.loads(summary.read_text()).get("status", "unfinished")
+        except json.JSONDecodeError:
+            return "unfinished"
+    return "unfinished" if (run_dir / "metrics.jsonl").exists() else None

@@ -1,0 +1,99 @@
+"""sweep.py: dry runs of every experiment, a local sweep with a failing job, --resume, submitit_local."""
+import json
+
+import pandas as pd
+import pytest
+
+from growth.sweeps import expand_jobs, load_experiment
+from tests.conftest import ROOT
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+
+
+def test_expand_jobs_product_runs_seeds_and_names():
+    exp = {"common": {"trainer.epochs": 2}, "seeds": [0, 1],
+           "runs": [{"method": "adagrow", "grow_mode": ["depth", "width"]}, {"method": "fixed"}],
+           "scales": {"big": {"trainer.epochs": 9}}}
+    jobs = expand_jobs(exp)
+    assert len(jobs) == 6 and len({j["name"] for j in jobs}) == 6
+    assert jobs[0]["name"] == "method=adagrow,grow_mode=depth,seed=0"
+    assert "trainer.epochs=2" in jobs[0]["overrides"] and "trainer.epochs" not in jobs[0]["keys"]
+    assert all("trainer.epochs=9" in j["overrides"] for j in expand_jobs(exp, scale="big"))
+    with pytest.raises(ValueError, match="--scale='huge'"):
+        expand_jobs(exp, scale="huge")
+    with pytest.raises(ValueError, match="identical jobs"):
+        expand_jobs({"runs": [{"method": "fixed"}, {"method": "fixed"}], "seeds": [0]})
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_dry_run_lists_every_experiment(cli, name):
+    proc = cli([name, "--dry-run"], script="sweep.py")
+    assert proc.returncode == 0, proc.stderr
+    n = len(expand_jobs(load_experiment(ROOT / "experiments", name)))
+    assert f"sweep {name}: {n} jobs" in proc.stdout and f"{n} job(s) would be launched" in proc.stdout
+    assert proc.stdout.count("[todo]") == n
+
+
+def test_unknown_experiment_and_bad_option(cli, tmp_path):
+    proc = cli(["nosuch", "--dry-run"], script="sweep.py")
+    assert proc.returncode == 2 and "experiment='nosuch'" in proc.stderr and "smoke" in proc.stderr
+    (tmp_path / "bad.yaml").write_text("runs: [{model: resnett}]\n")
+    proc = cli(["bad", "--experiments", str(tmp_path), "--dry-run"], script="sweep.py")
+    assert proc.returncode == 2 and "model='resnett': unknown option" in proc.stderr
+
+
+SPEC = """
+description: two good jobs and one that diverges
+common: {model.widths: "[8,12,16]", model.arch: 1-1-1, method: fixed, trainer.epochs: 2}
+runs:
+  - {optim.lr: [0.1, 1.0e+12]}
+seeds: [0]
+"""
+
+
+@pytest.mark.slow
+def test_failing_job_is_reported_and_the_others_finish(cli, tmp_path):
+    (tmp_path / "mixed.yaml").write_text(SPEC.replace("seeds: [0]", "seeds: [0, 1]"))
+    out = tmp_path / "sweep"
+    proc = cli(["mixed", "--experiments", str(tmp_path), "--out", str(out)], script="sweep.py")
+    assert proc.returncode == 1, proc.stderr
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 4
+    assert sorted(df["status"]) == ["completed", "completed", "failed", "failed"]
+    assert set(df[df["status"] == "failed"]["optim.lr"].astype(float)) == {1e12}
+    assert proc.stdout.count("FAILED optim.lr=1000000000000.0") == 2 and "loss became nan" in proc.stdout
+    md = (out / "results.md").read_text()
+    table = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len(table) == 3  # header, rule, one row: only the completed lr=0.1 jobs, n=2
+    assert table[2].split("|")[1].strip() == "0.1" and table[2].rstrip("| ").endswith("2")
+    assert "Failed or unfinished jobs" in md
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_and_resume(cli, tmp_path):
+    out = tmp_path / "smoke"
+    proc = cli(["smoke", "--launcher", "submitit_local", "--out", str(out)], script="sweep.py", timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 4 and (df["status"] == "completed").all()
+    assert (out / ".submitit").is_dir() and (out / "results.md").exists()
+    for job in df["job"]:
+        summary = json.loads((out / job / "summary.json").read_text())
+        assert summary["status"] == "completed" and (out / job / "checkpoints/last.pt").exists()
+    # a finished sweep launches nothing
+    proc = cli(["smoke", "--launcher", "submitit_local", "--out", str(out), "--resume"], script="sweep.py")
+    assert proc.returncode == 0 and "nothing to launch" in proc.stdout and "launching:" not in proc.stdout
+    # without --resume an existing sweep is refused rather than silently mixed
+    proc = cli(["smoke", "--out", str(out)], script="sweep.py")
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    # one deleted run: --resume launches just that one
+    gone = df["job"][1]
+    import shutil
+    shutil.rmtree(out / gone)
+    proc = cli(["smoke", "--launcher", "submitit_local", "--out", str(out), "--resume"], script="sweep.py",
+               timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("[todo]") == 1 and "launching:" in proc.stdout
+    assert json.loads((out / gone / "summary.json").read_text())["status"] == "completed"
+    launched = (out / "jobs.yaml").read_text()
+    assert launched.count("name:") == 1 and gone in launched
