@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--scale", default=None, help="a named override set of the experiment (e.g. cifar)")
     p.add_argument("--out", default=None, help="sweep directory (default outputs/sweeps/NAME)")
     p.add_argument("--experiments", default=str(ROOT / "experiments"), help="where NAME.yaml lives")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may come before or after the flags
 
 
 def fail(message: str) -> None:
