@@ -182,7 +182,7 @@ class SlurmCluster:
         return "\n".join(parts)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def slurm_cluster(tmp_path_factory):
     base_path = _path_with_sbin(os.environ.get("PATH", ""))
     _ensure_installed(base_path)
