@@ -3,8 +3,9 @@ from growth.errors import ConfigError
 from growth.methods.adagrow import AdaGrow
 from growth.methods.base import Method
 from growth.methods.fixed import Fixed
+from growth.methods.randgrow import RandGrow
 
-METHODS = {"fixed": Fixed, "adagrow": AdaGrow}
+METHODS = {"fixed": Fixed, "adagrow": AdaGrow, "randgrow": RandGrow}
 
 
 def build_method(cfg: dict) -> Method:
