@@ -33,7 +33,12 @@ def normalize(name: str) -> str:
 
 
 def _zero_last_bn(module) -> None:
-    """gamma = beta = 0 on the BN(s) that end the new path: its output is exactly 0 in train and eval."""
+    """gamma = beta = 0 on the BN(s) that end the new path: its output is exactly 0 in train and eval.
+    A module whose path ends elsewhere (a bottleneck's 1x1, a transformer's projections) says so with
+    a `zero_init_last()` method."""
+    if hasattr(module, "zero_init_last"):
+        module.zero_init_last()
+        return
     if isinstance(module, ConvBN):
         bns = [module.bn]
     else:

@@ -34,9 +34,10 @@ def test_sweep_runs_as_one_job_array(slurm_cluster, tmp_path):
     array_ids = {t.split("_")[0] for t in tasks}
     assert len(array_ids) == 1 and len(tasks) == 4, tasks  # one array, four tasks
     array_id = array_ids.pop()
-    records = slurm_cluster.scontrol_jobs(array_id)
+    # submitit returns once results are written; SLURM may still be COMPLETING the tasks
+    records = [slurm_cluster.wait_state(f"{array_id}_{i}", "COMPLETED", timeout=60) for i in range(4)]
     assert sorted(r["ArrayTaskId"] for r in records) == ["0", "1", "2", "3"]
-    assert all(r["JobState"] == "COMPLETED" and r["ArrayJobId"] == array_id for r in records)
+    assert all(r["ArrayJobId"] == array_id for r in records)
     print("scontrol:", *(f"JobId={r['JobId']} ArrayJobId={r['ArrayJobId']} ArrayTaskId={r['ArrayTaskId']} "
                          f"JobState={r['JobState']}" for r in records), sep="\n  ")
     for job in df["job"]:
