@@ -80,12 +80,22 @@ class AdaGrow(Method):
     def setup(self, trainer) -> None:
         model = trainer.model
         if not hasattr(model, "grow_depth"):
+            from growth.models import growable_families
             raise ConfigError("model", getattr(model, "family", type(model).__name__),
-                              f"{self.name} needs a growable model (resnet_basic)")
+                              f"{self.name} needs a growable model: {', '.join(growable_families())}")
         depths = model.depths
         if self.max_arch_text is None:
             raise ConfigError("model.max_arch", None, "set the largest arch growth may reach, e.g. '2-2-2'")
-        max_arch = parse_arch(self.max_arch_text, "model.max_arch")
+        self.max_heads = None
+        if hasattr(model, "parse_max_arch"):  # transformers: d<depth>h<heads>
+            limits = model.parse_max_arch(self.max_arch_text)
+            self.max_heads = limits["heads"]
+            if self.max_heads < model.heads:
+                raise ConfigError("model.max_arch", self.max_arch_text,
+                                  f"must be >= model.arch={model.arch_string()} in depth and heads")
+            max_arch = limits["depths"]
+        else:
+            max_arch = parse_arch(self.max_arch_text, "model.max_arch")
         if len(max_arch) != len(depths):
             if not self.faithful("schedule") or len(max_arch) < len(depths):
                 raise ConfigError("model.max_arch", self.max_arch_text,
@@ -108,8 +118,14 @@ class AdaGrow(Method):
             return max(recent) - max(before) < self.threshold
         return epoch % self.interval == 0
 
+    def _depth_full(self, model) -> bool:
+        return all(d >= m for d, m in zip(model.depths, self.max_arch))
+
+    def _heads_full(self, model) -> bool:
+        return self.max_heads is None or model.heads >= self.max_heads
+
     def _stop_reason(self, trainer):
-        if all(d >= m for d, m in zip(trainer.model.depths, self.max_arch)):
+        if self._depth_full(trainer.model) and self._heads_full(trainer.model):
             return f"reached max arch {self.max_arch_text}"
         if self.max_params is not None and trainer.sizes()["deploy_params"] >= float(self.max_params):
             return f"deployed params reached grow.max_params={self.max_params}"
@@ -125,7 +141,7 @@ class AdaGrow(Method):
         if self.stopped:
             log.info("growth stopped: %s", self.stopped)
             return []
-        kind = growth_kind(self.mode, self.events, self.faithful("schedule"))
+        kind = self._kind_for(trainer.model, growth_kind(self.mode, self.events, self.faithful("schedule")))
         event = self.grow(trainer, kind, epoch)
         self.events += 1
         self.last_growth_epoch = epoch
@@ -134,12 +150,21 @@ class AdaGrow(Method):
         return [event]
 
     # ---- what and how ---------------------------------------------------------------------------
+    def _kind_for(self, model, kind: str) -> str:
+        """Transformers grow heads where conv nets grow width; a full dimension falls back to the other
+        (as the original does at max heads)."""
+        if not hasattr(model, "grow_heads"):
+            return kind
+        if kind == "width":
+            return "depth" if self._heads_full(model) else "heads"
+        return "heads" if self._depth_full(model) else "depth"
+
     def grow(self, trainer, kind: str, epoch: int) -> dict:
         model = trainer.model
         before = {"arch": model.arch_string(), "params": count_params(model),
                   "deploy": trainer.sizes()["deploy_params"], "branches": _branches(model),
                   "out": trainer.probe_output()}
-        detail = self.grow_depth(trainer) if kind == "depth" else self.grow_width(trainer)
+        detail = {"depth": self.grow_depth, "width": self.grow_width, "heads": self.grow_heads}[kind](trainer)
         new_params = detail.pop("new_params")
         if self.init_name == "adam":
             self._adam_fit(trainer, new_params)
@@ -154,8 +179,40 @@ class AdaGrow(Method):
     def choose_stage(self, model):
         return choose_stage(model, self.max_arch, self.last_stage, self.faithful("saliency"))
 
+    def insert_position(self, model):
+        """Where a transformer's new block goes: faithful appends (the original's prefix bug makes every
+        insertion an append); fixed inserts after the layer whose norm1 has the largest mean |gamma|."""
+        if self.faithful("saliency"):
+            return None, {}
+        scores = {i: b.norm1.weight.detach().abs().mean().item() for i, b in enumerate(model.blocks)}
+        return (max(scores, key=scores.get) + 1 if scores else 0), scores
+
+    def grow_layer(self, trainer) -> dict:
+        model = trainer.model
+        position, scores = self.insert_position(model)
+        reference = list(model.parameters()) if self.init_name == "global_fitting" else (
+            list(model.blocks[-1].parameters()) if self.init_name == "local_fitting" and model.depth else None)
+        block = model.grow_depth(0, position)
+        initialize(block, self.init_name, self.meta, faithful_zero=self.faithful("zero_init"),
+                   reference=reference)
+        at = model.depth - 1 if position is None else position
+        return {"where": f"layer {at}", "position": at, "saliency": scores, "new_params": list(block.parameters())}
+
+    def grow_heads(self, trainer) -> dict:
+        model = trainer.model
+        old = list(model.parameters())
+        groups = model.grow_heads(1)
+        for block, group in zip(model.blocks, groups):
+            reference = old if self.init_name == "global_fitting" else (
+                list(block.attn.parameters()) if self.init_name == "local_fitting" else None)
+            initialize(group, self.init_name, self.meta, faithful_zero=self.faithful("zero_init"),
+                       reference=reference)
+        return {"where": f"{len(groups)} layer(s)", "new_params": [p for g in groups for p in g.parameters()]}
+
     def grow_depth(self, trainer) -> dict:
         model = trainer.model
+        if hasattr(model, "grow_heads"):
+            return self.grow_layer(trainer)
         stage, scores = self.choose_stage(model)
         old_blocks = list(model.stages[stage])
         reference = self._reference_depth(model, old_blocks)

@@ -14,7 +14,7 @@ def register(family: str):
 
 def _load_all():
     # Imported here so that registering is a side effect of one place only.
-    from growth.models import resnet_basic, timm_model  # noqa: F401
+    from growth.models import mobilenet, resnet_basic, resnet_bottleneck, timm_model, vgg, vit  # noqa: F401
 
 
 def create_model(family: str, **kwargs):
@@ -38,3 +38,8 @@ def build_model(cfg: dict, data_info: dict):
     if family not in MODELS:
         raise ConfigError("model.family", family, f"allowed: {', '.join(sorted(MODELS))}")
     return MODELS[family].from_config(cfg, data_info)
+
+
+def growable_families() -> list[str]:
+    _load_all()
+    return sorted(name for name, cls in MODELS.items() if hasattr(cls, "grow_depth"))

@@ -1,19 +1,20 @@
 """CIFAR-style ResNet of basic blocks built from RepUnits (AdaGrow's growable ResNet).
 
-Layout as in the original: stem conv+BN+ReLU; stages of blocks at stride 1; between stages a stride-2
-"downstream" RepUnit; global average pool; Linear. A stage may hold 0 blocks. The original's downstream
-also owns a BatchNorm whose output is discarded; we do not allocate it (it is dead weight), so our
-parameter count is the original's live count (169,770 for 0-0-0 at 64/96/128, 3x32x32, 10 classes).
+Layout (growth/models/convnet.py) as in the original: stem conv+BN+ReLU; stages of blocks at stride 1;
+between stages a stride-2 "downstream" RepUnit; global average pool; Linear. A stage may hold 0 blocks.
+The original's downstream also owns a BatchNorm whose output is discarded; we do not allocate it (it is
+dead weight), so our parameter count is the original's live count (169,770 for 0-0-0 at 64/96/128,
+3x32x32, 10 classes). `model.downstream_act` (default true) puts a ReLU after each downstream unit, so
+zero-init depth growth preserves the function even into an empty stage; false is the original.
 """
 import torch.nn.functional as F
 from torch import nn
 
-from growth.arch import arch_string, parse_arch, parse_widths
-from growth.blocks import ConvBN, RepUnit
+from growth.blocks import RepUnit
 from growth.models import register
-from growth.models.base import SpecModel
+from growth.models.convnet import Downstream, StagedRepNet, init_weights  # noqa: F401 (re-exported)
 
-DEFAULT_WIDTHS = {3: [64, 96, 128], 4: [64, 96, 128, 256]}
+DEFAULT_WIDTHS = StagedRepNet.DEFAULT_WIDTHS
 
 
 class BasicBlock(nn.Module):
@@ -28,104 +29,6 @@ class BasicBlock(nn.Module):
         return F.relu(self.ru2(F.relu(self.ru1(x))) + x)
 
 
-class Downstream(nn.Module):
-    """Stride-2 RepUnit from one stage's width to the next.
-
-    The original applies no activation here. We apply ReLU by default (`act=True`): every block input is
-    then non-negative, so a new block whose residual branch outputs 0 computes relu(x + 0) = x and depth
-    growth preserves the function even into an empty stage. `model.downstream_act=false` is the original.
-    """
-
-    def __init__(self, cin, cout, kernel=(3, 3), act=True):
-        super().__init__()
-        self.unit = RepUnit(cin, cout, kernel, stride=2)
-        self.act = nn.ReLU() if act else nn.Identity()
-
-    def forward(self, x):
-        return self.act(self.unit(x))
-
-
-def init_weights(model: nn.Module) -> None:
-    """The original's init: Kaiming-normal (fan_out) convs, BN 1/0, Linear N(0, 0.001)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.001)
-            nn.init.zeros_(m.bias)
-
-
 @register("resnet_basic")
-class ResNetBasic(SpecModel):
+class ResNetBasic(StagedRepNet):
     block = BasicBlock
-
-    def __init__(self, depths=(1, 1, 1), widths=None, in_chans=3, num_classes=10, stem_stride=1,
-                 downstream_act=True):
-        super().__init__()
-        depths = [int(d) for d in depths]
-        widths = list(widths or DEFAULT_WIDTHS.get(len(depths), [64 * 2 ** i for i in range(len(depths))]))
-        self.depths, self.widths = depths, widths
-        self.in_chans, self.num_classes, self.stem_stride = in_chans, num_classes, stem_stride
-        self.downstream_act = bool(downstream_act)
-        self.stem = nn.Sequential(ConvBN(in_chans, widths[0], (3, 3), stride=stem_stride), nn.ReLU())
-        self.stages = nn.ModuleList(
-            nn.Sequential(*[self.block(w) for _ in range(d)]) for d, w in zip(depths, widths))
-        self.downs = nn.ModuleList(Downstream(a, b, act=self.downstream_act)
-                                   for a, b in zip(widths[:-1], widths[1:]))
-        self.fc = nn.Linear(widths[-1], num_classes)
-        init_weights(self)
-
-    def spec_kwargs(self) -> dict:
-        return {"depths": list(self.depths), "widths": list(self.widths), "in_chans": self.in_chans,
-                "num_classes": self.num_classes, "stem_stride": self.stem_stride,
-                "downstream_act": self.downstream_act}
-
-    def arch_string(self) -> str:
-        return arch_string(self.depths)
-
-    @classmethod
-    def from_config(cls, cfg: dict, data: dict) -> "ResNetBasic":
-        depths = parse_arch(cfg.get("arch", "1-1-1"))
-        widths = cfg.get("widths")
-        widths = parse_widths(widths, len(depths)) if widths else None
-        if widths is None and len(depths) not in DEFAULT_WIDTHS:
-            from growth.errors import ConfigError
-            raise ConfigError("model.arch", cfg.get("arch"), "3 or 4 stages, or give model.widths per stage")
-        stride = cfg.get("stem_stride", "auto")
-        if stride == "auto":  # small inputs (digits 8x8, CIFAR 32x32) keep full resolution in the stem
-            stride = 1 if data["image_size"] <= 64 else 2
-        return cls(depths, widths, data["in_chans"], data["num_classes"], int(stride),
-                   bool(cfg.get("downstream_act", True)))
-
-    # ---- growth API (growth/grow/ drives it) -----------------------------------------------------
-    def grow_depth(self, stage: int) -> nn.Module:
-        """Append a fresh block (default init) at the end of `stage`; returns it."""
-        ref = self.fc.weight
-        block = self.block(self.widths[stage]).to(ref.device, ref.dtype)
-        init_weights(block)
-        block.train(self.training)  # a new module must follow the model's mode (BN statistics)
-        self.stages[stage].append(block)
-        self.depths[stage] += 1
-        return block
-
-    def stage_input_bn(self, stage: int) -> nn.BatchNorm2d | None:
-        """The BN the original reads for a stage's saliency: the stem's for stage 0; for later stages
-        the downstream's own BN, which the original never trains (None here: it is not allocated)."""
-        return self.stem[0].bn if stage == 0 else None
-
-    def stage_input_unit(self, stage: int) -> nn.Module:
-        """The module feeding a stage: the stem (stage 0) or the stride-2 downstream unit."""
-        return self.stem[0] if stage == 0 else self.downs[stage - 1].unit
-
-    def forward(self, x):
-        x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            if i > 0:
-                x = self.downs[i - 1](x)
-            x = stage(x)
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))

@@ -1,0 +1,152 @@
+"""What AdaGrow's growable conv nets share (ResNet basic/bottleneck, VGG, MobileNet).
+
+Layout as in the original: stem conv3x3 + BN + ReLU; stages of blocks, all at stride 1; between stages a
+stride-2 "downstream" RepUnit; global average pool; Linear. A stage may hold 0 blocks. A family says
+what its block is (`make_block`) and may add constructor arguments of its own (`family_kwargs`,
+`config_kwargs`); growth (growth/grow/, growth/methods/adagrow.py) drives the API below.
+
+The original's downstream also owns a BatchNorm whose output is discarded; we do not allocate it (it is
+dead weight), so our parameter counts are the original's live counts.
+"""
+from torch import nn
+
+from growth.arch import arch_string, parse_arch, parse_widths
+from growth.blocks import ConvBN, RepUnit
+from growth.errors import ConfigError
+from growth.models.base import SpecModel
+
+
+class Downstream(nn.Module):
+    """Stride-2 RepUnit from one stage's width to the next.
+
+    The original applies no activation here. With `act=True` (ResNet's default) every block input is
+    non-negative, so a new block whose residual branch outputs 0 computes relu(x + 0) = x and depth
+    growth preserves the function even into an empty stage. `act=False` is the original.
+    """
+
+    def __init__(self, cin, cout, kernel=(3, 3), act=True):
+        super().__init__()
+        self.unit = RepUnit(cin, cout, kernel, stride=2)
+        self.act = nn.ReLU() if act else nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.unit(x))
+
+
+def init_weights(model: nn.Module) -> None:
+    """The original's init: Kaiming-normal (fan_out) convs, BN 1/0, Linear N(0, 0.001)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.001)
+            nn.init.zeros_(m.bias)
+
+
+class StagedRepNet(SpecModel):
+    """stem -> [stage 0] -> down 1 -> [stage 1] -> ... -> pool -> fc. Subclasses give `make_block`."""
+
+    DEFAULT_WIDTHS = {3: [64, 96, 128], 4: [64, 96, 128, 256]}
+    STEM_BIAS = True  # the original's stem conv has a bias (ResNet, VGG) or not (MobileNet)
+    DEFAULT_DOWNSTREAM_ACT = True
+
+    def __init__(self, depths=(1, 1, 1), widths=None, in_chans=3, num_classes=10, stem_stride=1,
+                 downstream_act=True, **family):
+        super().__init__()
+        depths = [int(d) for d in depths]
+        widths = list(widths or self.default_widths(len(depths)))
+        self.depths, self.widths = depths, widths
+        self.in_chans, self.num_classes, self.stem_stride = in_chans, num_classes, stem_stride
+        self.downstream_act = bool(downstream_act)
+        self.configure(**family)
+        self.stem = nn.Sequential(ConvBN(in_chans, widths[0], (3, 3), stride=stem_stride,
+                                         conv_bias=self.STEM_BIAS), nn.ReLU())
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[self.make_block(i) for _ in range(d)]) for i, d in enumerate(depths))
+        self.downs = nn.ModuleList(Downstream(a, b, act=self.downstream_act)
+                                   for a, b in zip(widths[:-1], widths[1:]))
+        self.fc = nn.Linear(widths[-1], num_classes)
+        init_weights(self)
+
+    # ---- what a family defines ------------------------------------------------------------------
+    @classmethod
+    def default_widths(cls, n_stages: int) -> list[int]:
+        return cls.DEFAULT_WIDTHS.get(n_stages, [64 * 2 ** i for i in range(n_stages)])
+
+    def configure(self, **family) -> None:
+        """Store the family's own constructor arguments (plain attributes) before blocks are built."""
+        if family:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(family)}")
+
+    def family_kwargs(self) -> dict:
+        """The family's own constructor arguments now (part of spec_kwargs)."""
+        return {}
+
+    @classmethod
+    def config_kwargs(cls, cfg: dict, n_stages: int) -> dict:
+        """The family's own constructor arguments from the model config group."""
+        return {}
+
+    @classmethod
+    def auto_stem_stride(cls, image_size: int) -> int:
+        # small inputs (digits 8x8, CIFAR 32x32) keep full resolution in the stem
+        return 1 if image_size <= 64 else 2
+
+    def make_block(self, stage: int) -> nn.Module:
+        return self.block(self.widths[stage])
+
+    # ---- spec and config ------------------------------------------------------------------------
+    def spec_kwargs(self) -> dict:
+        return {"depths": list(self.depths), "widths": list(self.widths), "in_chans": self.in_chans,
+                "num_classes": self.num_classes, "stem_stride": self.stem_stride,
+                "downstream_act": self.downstream_act, **self.family_kwargs()}
+
+    def arch_string(self) -> str:
+        return arch_string(self.depths)
+
+    @classmethod
+    def from_config(cls, cfg: dict, data: dict) -> "StagedRepNet":
+        depths = parse_arch(cfg.get("arch", "1-1-1"))
+        widths = cfg.get("widths")
+        widths = parse_widths(widths, len(depths)) if widths else None
+        if widths is None and len(depths) not in cls.DEFAULT_WIDTHS:
+            raise ConfigError("model.arch", cfg.get("arch"), "3 or 4 stages, or give model.widths per stage")
+        stride = cfg.get("stem_stride", "auto")
+        if stride == "auto":
+            stride = cls.auto_stem_stride(data["image_size"])
+        return cls(depths, widths, data["in_chans"], data["num_classes"], int(stride),
+                   bool(cfg.get("downstream_act", cls.DEFAULT_DOWNSTREAM_ACT)),
+                   **cls.config_kwargs(cfg, len(depths)))
+
+    # ---- growth API (growth/grow/ drives it) -----------------------------------------------------
+    def grow_depth(self, stage: int) -> nn.Module:
+        """Append a fresh block (default init) at the end of `stage`; returns it."""
+        ref = self.fc.weight
+        block = self.make_block(stage).to(ref.device, ref.dtype)
+        init_weights(block)
+        block.train(self.training)  # a new module must follow the model's mode (BN statistics)
+        self.stages[stage].append(block)
+        self.depths[stage] += 1
+        return block
+
+    def stage_input_bn(self, stage: int) -> nn.BatchNorm2d | None:
+        """The BN the original reads for a stage's saliency: the stem's for stage 0; for later stages
+        the downstream's own BN, which the original never trains (None here: it is not allocated)."""
+        return self.stem[0].bn if stage == 0 else None
+
+    def stage_input_unit(self, stage: int) -> nn.Module:
+        """The module feeding a stage: the stem (stage 0) or the stride-2 downstream unit."""
+        return self.stem[0] if stage == 0 else self.downs[stage - 1].unit
+
+    def forward(self, x):
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                x = self.downs[i - 1](x)
+            x = stage(x)
+        return self.fc(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))

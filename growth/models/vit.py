@@ -1,0 +1,214 @@
+"""A growable ViT: depth (new blocks) and heads (new attention heads), both function-preserving with
+the zero initializer. Arch strings `d{depth}h{heads}`, e.g. `d2h6` (the original's default).
+
+Pre-norm blocks, mean-pooled tokens (no class token), 64 dims per head by default as in the original.
+We use timm's PatchEmbed and Mlp. The attention is ours because heads must grow without replacing the
+existing tensors: each head-growth event adds its own small qkv/proj pair (its proj starts at zero), so
+old parameters keep their identity and optimizer state; `deploy()` concatenates them into one qkv and
+one proj, which is exactly the same function.
+"""
+import copy
+import re
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Mlp, PatchEmbed
+from torch import nn
+
+from growth.errors import ConfigError
+from growth.models import register
+from growth.models.base import SpecModel
+
+_ARCH = re.compile(r"^d(\d+)h(\d+)$")
+
+
+def parse_vit_arch(text, key="model.arch") -> tuple[int, int]:
+    m = _ARCH.match(str(text).strip())
+    if not m or int(m.group(2)) < 1:
+        raise ConfigError(key, text, "expected d<depth>h<heads>, e.g. 'd2h6' (heads >= 1)")
+    return int(m.group(1)), int(m.group(2))
+
+
+class HeadGroup(nn.Module):
+    """`heads` attention heads: their q, k, v projections and their slice of the output projection."""
+
+    def __init__(self, dim, heads, head_dim, qkv_bias=True):
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(heads * head_dim, dim, bias=False)
+
+    def zero_init_last(self):
+        """Output projection 0: the new heads add nothing until they learn (q, k, v stay random)."""
+        nn.init.zeros_(self.proj.weight)
+
+
+class GrowableAttention(nn.Module):
+    def __init__(self, dim, heads, head_dim=64, qkv_bias=True):
+        super().__init__()
+        self.dim, self.head_dim = dim, head_dim
+        self.groups = nn.ModuleList([HeadGroup(dim, heads, head_dim, qkv_bias)])
+        self.proj_bias = nn.Parameter(torch.zeros(dim))
+
+    @property
+    def heads(self) -> int:
+        return sum(g.heads for g in self.groups)
+
+    def add_heads(self, n: int) -> HeadGroup:
+        ref = self.proj_bias
+        group = HeadGroup(self.dim, n, self.head_dim, self.groups[0].qkv.bias is not None)
+        group.to(ref.device, ref.dtype).train(self.training)
+        self.groups.append(group)
+        return group
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        qkv = torch.cat([g.qkv(x).view(b, n, 3, g.heads, self.head_dim) for g in self.groups], dim=3)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (b, heads, n, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (b, n, heads, head_dim)
+        y, start = self.proj_bias, 0
+        for g in self.groups:
+            y = y + g.proj(out[:, :, start:start + g.heads].reshape(b, n, -1))
+            start += g.heads
+        return y
+
+    def fused(self) -> "GrowableAttention":
+        """One head group holding every head: same function, one qkv and one proj matmul."""
+        with torch.random.fork_rng(devices=[]):  # its throwaway init must not move the training RNG
+            out = GrowableAttention(self.dim, self.heads, self.head_dim, self.groups[0].qkv.bias is not None)
+        out.to(self.proj_bias.device, self.proj_bias.dtype)
+        qkv = [g.qkv.weight.view(3, g.heads * self.head_dim, self.dim) for g in self.groups]
+        with torch.no_grad():
+            out.groups[0].qkv.weight.copy_(torch.cat(qkv, dim=1).reshape(-1, self.dim))
+            if self.groups[0].qkv.bias is not None:
+                bias = [g.qkv.bias.view(3, -1) for g in self.groups]
+                out.groups[0].qkv.bias.copy_(torch.cat(bias, dim=1).reshape(-1))
+            out.groups[0].proj.weight.copy_(torch.cat([g.proj.weight for g in self.groups], dim=1))
+            out.proj_bias.copy_(self.proj_bias)
+        return out
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads, head_dim=64, mlp_ratio=4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = GrowableAttention(dim, heads, head_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+    def zero_init_last(self):
+        """Both residual branches end at zero (attention output projection, MLP fc2): the block is the
+        identity, and every other new parameter still gets gradient once those move."""
+        for g in self.attn.groups:
+            nn.init.zeros_(g.proj.weight)
+        nn.init.zeros_(self.attn.proj_bias)
+        nn.init.zeros_(self.mlp.fc2.weight)
+        nn.init.zeros_(self.mlp.fc2.bias)
+
+
+def _init(module):
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+@register("vit")
+class ViT(SpecModel):
+    def __init__(self, depth=2, heads=6, embed_dim=None, head_dim=64, patch_size=2, img_size=8, in_chans=1,
+                 num_classes=10, mlp_ratio=4.0, layer_heads=None):
+        super().__init__()
+        self.embed_dim = int(embed_dim or head_dim * heads)
+        self.head_dim, self.patch_size, self.img_size = head_dim, patch_size, img_size
+        self.in_chans, self.num_classes, self.mlp_ratio = in_chans, num_classes, mlp_ratio
+        self.num_heads = int(heads)  # what a new block gets; kept even at depth 0
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, self.embed_dim)
+        self.pos_embed = nn.Parameter(torch.randn(1, self.patch_embed.num_patches, self.embed_dim) * 0.02)
+        # layer_heads: per layer, the head count of each head group (grown models differ from `heads`)
+        layer_heads = layer_heads or [[heads]] * depth
+        self.blocks = nn.ModuleList(self._block(groups[0]) for groups in layer_heads)
+        for block, groups in zip(self.blocks, layer_heads):
+            for n in groups[1:]:
+                block.attn.add_heads(n)
+        self.norm = nn.LayerNorm(self.embed_dim)
+        self.head = nn.Linear(self.embed_dim, num_classes)
+        _init(self)
+
+    def _block(self, heads) -> Block:
+        return Block(self.embed_dim, heads, self.head_dim, self.mlp_ratio)
+
+    # ---- arch -----------------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def heads(self) -> int:
+        return self.num_heads
+
+    @property
+    def depths(self) -> list[int]:  # one "stage" for the growth policies
+        return [self.depth]
+
+    def arch_string(self) -> str:
+        return f"d{self.depth}h{self.heads}"
+
+    def spec_kwargs(self) -> dict:
+        return {"depth": self.depth, "heads": self.heads, "embed_dim": self.embed_dim, "head_dim": self.head_dim,
+                "patch_size": self.patch_size, "img_size": self.img_size, "in_chans": self.in_chans,
+                "num_classes": self.num_classes, "mlp_ratio": self.mlp_ratio,
+                "layer_heads": [[g.heads for g in b.attn.groups] for b in self.blocks]}
+
+    @classmethod
+    def from_config(cls, cfg: dict, data: dict) -> "ViT":
+        depth, heads = parse_vit_arch(cfg.get("arch", "d2h6"))
+        patch = int(cfg.get("patch_size", 2))
+        if data["image_size"] % patch:
+            raise ConfigError("model.patch_size", patch, f"must divide the image size {data['image_size']}")
+        # heads are decoupled from the embedding width (attention dim = heads * head_dim): any embed_dim
+        # works; null gives the original's 64 * heads
+        embed = cfg.get("embed_dim")
+        return cls(depth, heads, embed, int(cfg.get("head_dim", 64)), patch, data["image_size"], data["in_chans"],
+                   data["num_classes"], float(cfg.get("mlp_ratio", 4.0)))
+
+    @staticmethod
+    def parse_max_arch(text) -> dict:
+        depth, heads = parse_vit_arch(text, "model.max_arch")
+        return {"depths": [depth], "heads": heads}
+
+    # ---- growth API -------------------------------------------------------------------------------
+    def grow_depth(self, stage: int = 0, position: int | None = None) -> Block:
+        """Insert a fresh block (default init) at `position` (default: at the end)."""
+        block = self._block(self.heads).to(self.head.weight.device, self.head.weight.dtype)
+        _init(block)
+        block.train(self.training)
+        self.blocks.insert(len(self.blocks) if position is None else position, block)
+        return block
+
+    def grow_heads(self, n: int = 1) -> list[HeadGroup]:
+        """Add `n` heads to every layer; returns the new head groups."""
+        self.num_heads += n
+        new = [b.attn.add_heads(n) for b in self.blocks]
+        for g in new:
+            _init(g)
+        return new
+
+    def forward(self, x):
+        x = self.patch_embed(x) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x.mean(dim=1)))
+
+    def deploy(self) -> nn.Module:
+        fused = copy.deepcopy(self).eval()
+        for block in fused.blocks:
+            block.attn = block.attn.fused()
+        return fused
