@@ -18,8 +18,12 @@ def count_params(model: nn.Module) -> int:
 
 
 def _probe(model: nn.Module, input_shape, batch: int, random: bool = False) -> torch.Tensor:
-    """A probe input. Random values come from a private generator: measuring must never move the
-    global RNG, or a resumed run (which measures at other moments) would initialise growth differently."""
+    """A probe input: `input_shape` is a shape (float inputs) or an example batch (any inputs, e.g.
+    token ids), of which the first `batch` rows are used. Random values come from a private generator:
+    measuring must never move the global RNG, or a resumed run (which measures at other moments) would
+    initialise growth differently."""
+    if isinstance(input_shape, torch.Tensor):
+        return input_shape[:batch]
     p = next(model.parameters(), None)
     device, dtype = (p.device, p.dtype) if p is not None else ("cpu", torch.float32)
     if not random:

@@ -34,3 +34,10 @@ def test_measuring_leaves_the_global_rng_alone():
     forward_macs(m, (4,))
     train_step_macs(m, (4,))
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_measures_accept_an_example_batch_of_token_ids():
+    m = nn.Sequential(nn.Embedding(50, 8), nn.Flatten(), nn.Linear(8 * 6, 3))
+    tokens = torch.randint(0, 50, (4, 6))
+    assert forward_macs(m, tokens) == 8 * 6 * 3  # the lookup is free, the linear layer is counted
+    assert train_step_macs(m, tokens) == 2 * 8 * 6 * 3  # forward + weight grad (no grad into ids)

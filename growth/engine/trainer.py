@@ -34,7 +34,6 @@ class Trainer:
         self.schedule = Schedule(self.optimizer, self.epochs * self.steps_per_epoch, optim_cfg,
                                  self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        self.input_shape = (data.in_chans, data.image_size, data.image_size)
         self.epoch, self.step = 0, 0
         self.counters = {"samples_seen": 0, "train_macs_cum": 0, "train_time_s": 0.0, "best_val_acc": 0.0}
         self.stop_requested = None  # set by a signal handler; checked every step
@@ -56,8 +55,8 @@ class Trainer:
     def _measure(self) -> dict:
         deployed = self.model.deploy()
         return {"params": count_params(self.model), "deploy_params": count_params(deployed),
-                "macs": forward_macs(deployed, self.input_shape),
-                "train_macs_per_sample": train_step_macs(self.model, self.input_shape)}
+                "macs": forward_macs(deployed, self.probe.to(self.device)),
+                "train_macs_per_sample": train_step_macs(self.model, self.probe.to(self.device))}
 
     # ---- state --------------------------------------------------------------------------------
     def save(self) -> None:
