@@ -97,3 +97,17 @@ def test_vit_max_arch_must_be_transformer_style(tmp_path):
     cfg["model"]["max_arch"] = "d3h1"
     with pytest.raises(ConfigError, match="must be >="):
         prepare(cfg, tmp_path / "b")
+
+
+def test_grown_vit_checkpoint_resumes_into_the_same_shape(tmp_path):
+    cfg = tiny_cfg(**{"method": "adagrow", "grow.interval": 1, "trainer.epochs": 3, "optim": "adamw"})
+    cfg["model"] = {"name": "vit", "family": "vit", "arch": "d1h1", "max_arch": "d3h3", "patch_size": 2,
+                    "head_dim": 8, "embed_dim": 16}
+    first = run_job(cfg, tmp_path)
+    assert first["arch"] != "d1h1"
+    cfg["trainer"]["epochs"] = 5  # same run directory: resumes from its grown last.pt
+    second = run_job(cfg, tmp_path)
+    assert second["status"] == "completed" and second["epochs_done"] == 5
+    assert second["growth_events"] > first["growth_events"]  # the method state resumed too
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5] and rows[3]["arch"] == first["arch"]

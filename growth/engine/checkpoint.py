@@ -40,7 +40,8 @@ def check_compatible(ckpt: dict, model, key: str, path) -> None:
     """The configured model must be the checkpoint's family with the same fixed settings (classes,
     channels, widths); its arch may differ, because growth changes it."""
     want, have = model.arch_spec(), ckpt["arch_spec"]
-    fixed = lambda s: {k: v for k, v in s["kwargs"].items() if k != "depths"}
+    grown = getattr(model, "grown_keys", ())
+    fixed = lambda s: {k: v for k, v in s["kwargs"].items() if k not in grown}
     if want["family"] != have["family"] or fixed(want) != fixed(have):
         raise ConfigError(key, str(path), f"checkpoint does not match the model: checkpoint has "
                           f"{have['family']} {fixed(have)}, config asks for {want['family']} {fixed(want)}")

@@ -21,6 +21,7 @@ class SpecModel(nn.Module):
     """Base class: `family` names the registry entry; `spec_kwargs()` the constructor arguments now."""
 
     family = ""
+    grown_keys = ("depths",)  # spec kwargs that growth changes; every other kwarg must match on resume
 
     def spec_kwargs(self) -> dict:
         raise NotImplementedError

@@ -123,6 +123,7 @@ def _init(module):
 
 @register("vit")
 class ViT(SpecModel):
+    grown_keys = ("depth", "heads", "layer_heads")
     def __init__(self, depth=2, heads=6, embed_dim=None, head_dim=64, patch_size=2, img_size=8, in_chans=1,
                  num_classes=10, mlp_ratio=4.0, layer_heads=None):
         super().__init__()
