@@ -5,7 +5,9 @@
 | zero (fixed)   | default init, but the last BN of the new residual path / | yes, exactly       |
 |                | new branch has gamma = beta = 0, so its output is 0 and  |                    |
 |                | every new parameter still learns                         |                    |
-| zero (faithful)| every tensor 0 (the original): function preserved, but   | yes                |
+|                | (a plain block without residual, VGG, starts as the      |                    |
+|                | identity instead: relu(0) would cut the signal)          |                    |
+| zero (faithful)| every tensor 0 (the original): function preserved, but   | yes (not VGG depth)|
 |                | conv weights and gammas never get a gradient (dead)      |                    |
 | original       | the module's default init                                | no                 |
 | uniform        | U(-meta, meta)                                           | no                 |
@@ -35,7 +37,11 @@ def normalize(name: str) -> str:
 def _zero_last_bn(module) -> None:
     """gamma = beta = 0 on the BN(s) that end the new path: its output is exactly 0 in train and eval.
     A module whose path ends elsewhere (a bottleneck's 1x1, a transformer's projections) says so with
-    a `zero_init_last()` method."""
+    a `zero_init_last()` method; a block without residual path says how it becomes the identity with
+    `identity_init()`."""
+    if hasattr(module, "identity_init"):
+        module.identity_init()
+        return
     if hasattr(module, "zero_init_last"):
         module.zero_init_last()
         return
