@@ -441,7 +441,8 @@ def test_unknown_name_lists_the_allowed_ones():
     with pytest.raises(ConfigError) as e:
         build_data({"name": "imagenet"}, largs())
     msg = check_one_line(e.value, "data.name='imagenet'", *BUILDERS)
-    assert set(BUILDERS) == {"digits", "synthetic", "imagefolder", "cifar10", "cifar100", "svhn", "mnist"}
+    assert set(BUILDERS) == {"digits", "synthetic", "imagefolder", "cifar10", "cifar100", "svhn", "mnist", "text",
+                             "synthetic_text"}
     assert msg.count(",") == len(BUILDERS) - 1
 
 

@@ -111,3 +111,9 @@ def test_grown_vit_checkpoint_resumes_into_the_same_shape(tmp_path):
     assert second["growth_events"] > first["growth_events"]  # the method state resumed too
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5] and rows[3]["arch"] == first["arch"]
+
+
+def test_vit_refuses_text_data():
+    with pytest.raises(ConfigError, match="model='vit': needs image data"):
+        ViT.from_config({"arch": "d1h1"}, {"name": "synthetic_text", "vocab_size": 12, "in_chans": 1,
+                                          "num_classes": 4, "image_size": 16})

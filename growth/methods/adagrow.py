@@ -181,10 +181,11 @@ class AdaGrow(Method):
 
     def insert_position(self, model):
         """Where a transformer's new block goes: faithful appends (the original's prefix bug makes every
-        insertion an append); fixed inserts after the layer whose norm1 has the largest mean |gamma|."""
+        insertion an append); fixed inserts after the layer of largest `model.layer_saliency()` (mean
+        |gamma| of a LayerNorm per layer: ViT's norm1, BERT's attention-output norm)."""
         if self.faithful("saliency"):
             return None, {}
-        scores = {i: b.norm1.weight.detach().abs().mean().item() for i, b in enumerate(model.blocks)}
+        scores = dict(enumerate(model.layer_saliency()))
         return (max(scores, key=scores.get) + 1 if scores else 0), scores
 
     def grow_layer(self, trainer) -> dict:

@@ -170,6 +170,8 @@ class ViT(SpecModel):
 
     @classmethod
     def from_config(cls, cfg: dict, data: dict) -> "ViT":
+        if "vocab_size" in data:
+            raise ConfigError("model", "vit", f"needs image data, got data={data['name']!r}; for text use model=bert")
         depth, heads = parse_vit_arch(cfg.get("arch", "d2h6"))
         patch = int(cfg.get("patch_size", 2))
         if data["image_size"] % patch:
@@ -184,6 +186,10 @@ class ViT(SpecModel):
     def parse_max_arch(text) -> dict:
         depth, heads = parse_vit_arch(text, "model.max_arch")
         return {"depths": [depth], "heads": heads}
+
+    def layer_saliency(self) -> list[float]:
+        """Per block, mean |gamma| of its first LayerNorm: where AdaGrow inserts a new block."""
+        return [b.norm1.weight.detach().abs().mean().item() for b in self.blocks]
 
     # ---- growth API -------------------------------------------------------------------------------
     def grow_depth(self, stage: int = 0, position: int | None = None) -> Block:

@@ -1,0 +1,165 @@
+"""A growable BERT classifier: transformers' `BertModel` (built from a `BertConfig`, never downloaded),
+grown in depth (a new layer) and heads (new attention heads in every layer). Arch strings as ViT's:
+`d{depth}h{heads}`, e.g. `d2h6` (the original's default). Hidden size = head_dim * heads of the starting
+arch (64 per head by default, as the original) and stays fixed; the MLP is `mlp_ratio` (4) x hidden.
+Input: token ids (B, L); the attention mask comes from the pad id. The classifier reads the mean of the
+non-pad token states (like our ViT's mean pooling; no pooler, no [CLS] readout).
+
+Head growth adds head groups whose output projection starts at zero: exactly function-preserving, and
+old tensors keep their optimizer state (growth/models/bert_layers.py says how BertSelfAttention is
+replaced for that). `deploy()` returns a copy with each layer's head groups merged (same function).
+
+Depth growth CANNOT be exactly function-preserving: BERT is post-LayerNorm. With both residual branches
+ending at zero, a new layer computes LN2(LN1(x)) rather than x. Every x it receives left an earlier
+LayerNorm, x = g * u + b with u standardised per token; LN(x) re-standardises x, which equals x only if
+x is already standardised up to the same per-channel affine map, i.e. (for all u) only when g is one
+positive constant c and b = 0. A trained LayerNorm has neither, and no choice of the new layer's own
+gammas and betas can undo a per-channel g and b inside the standardisation. What we keep instead: a new
+layer starts with both LayerNorms copied from the one feeding it (the layer below, or the embedding
+LayerNorm), and with `zero_init_last()` its branches end at zero, so it maps g * u + b to
+g * standardise(g * u + b) + b: exactly the identity when that LayerNorm has uniform positive gamma and
+zero beta (e.g. at initialisation), and close to it while gammas are near-uniform and betas small.
+Growth events record the change (`max_abs_output_change`).
+"""
+import copy
+
+import torch
+from torch import nn
+
+from growth.errors import ConfigError
+from growth.models import register
+from growth.models.base import SpecModel
+from growth.models.vit import parse_vit_arch
+
+
+def _init(module, std=0.02):
+    """BERT's initialisation (normal 0.02, zero biases, LayerNorm 1/0) for the modules we build."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+@register("bert")
+class Bert(SpecModel):
+    grown_keys = ("depth", "heads", "layer_heads")
+
+    def __init__(self, depth=2, heads=6, embed_dim=None, head_dim=64, vocab_size=30522, max_len=128, pad_id=0,
+                 num_classes=2, mlp_ratio=4.0, dropout=0.1, layer_heads=None):
+        super().__init__()
+        self.hidden = int(embed_dim or head_dim * heads)
+        self.head_dim, self.vocab_size, self.max_len, self.pad_id = head_dim, vocab_size, max_len, pad_id
+        self.num_classes, self.mlp_ratio, self.dropout = num_classes, mlp_ratio, dropout
+        self.num_heads = int(heads)  # what a new layer gets; kept even at depth 0
+        from transformers import BertConfig, BertModel  # here: importing the registry stays light
+
+        self.config = BertConfig(
+            vocab_size=vocab_size, hidden_size=self.hidden, num_hidden_layers=0, intermediate_size=int(
+                self.hidden * mlp_ratio), hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+            max_position_embeddings=max_len, type_vocab_size=1, pad_token_id=pad_id, attn_implementation="sdpa",
+            # only for BertLayer's own (discarded) self-attention, which needs hidden % heads == 0
+            num_attention_heads=heads if self.hidden % heads == 0 else 1)
+        self.bert = BertModel(self.config, add_pooling_layer=False)  # embeddings + (empty) encoder
+        self.config = self.bert.config  # the one its mask builder reads; our attention reads the same
+        # layer_heads: per layer, the head count of each head group (grown models differ from `heads`)
+        for groups in layer_heads or [[heads]] * depth:
+            layer = self._layer(groups[0])
+            for n in groups[1:]:
+                layer.attn.add_heads(n)
+            self.layers.append(layer)
+        self.config.num_hidden_layers = len(self.layers)
+        self.head = nn.Linear(self.hidden, num_classes)
+        _init(self.layers)
+        _init(self.head)
+
+    def _layer(self, heads):
+        from growth.models.bert_layers import GrowableBertLayer
+        return GrowableBertLayer(self.config, heads, self.head_dim)
+
+    # ---- arch -----------------------------------------------------------------------------------
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.bert.encoder.layer
+
+    blocks = layers  # the name AdaGrow's transformer code uses
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    @property
+    def heads(self) -> int:
+        return self.num_heads
+
+    @property
+    def depths(self) -> list[int]:  # one "stage" for the growth policies
+        return [self.depth]
+
+    def arch_string(self) -> str:
+        return f"d{self.depth}h{self.heads}"
+
+    def spec_kwargs(self) -> dict:
+        return {"depth": self.depth, "heads": self.heads, "embed_dim": self.hidden, "head_dim": self.head_dim,
+                "vocab_size": self.vocab_size, "max_len": self.max_len, "pad_id": self.pad_id,
+                "num_classes": self.num_classes, "mlp_ratio": self.mlp_ratio, "dropout": self.dropout,
+                "layer_heads": [[g.heads for g in layer.attn.groups] for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, cfg: dict, data: dict) -> "Bert":
+        if any(k not in data for k in ("vocab_size", "max_len", "pad_id")):
+            raise ConfigError("data", data.get("name"), "model=bert reads token ids; allowed: text, synthetic_text")
+        depth, heads = parse_vit_arch(cfg.get("arch", "d2h6"))
+        return cls(depth, heads, cfg.get("embed_dim"), int(cfg.get("head_dim", 64)), int(data["vocab_size"]),
+                   int(data["max_len"]), int(data["pad_id"]), data["num_classes"], float(cfg.get("mlp_ratio", 4.0)),
+                   float(cfg.get("dropout", 0.1)))
+
+    @staticmethod
+    def parse_max_arch(text) -> dict:
+        depth, heads = parse_vit_arch(text, "model.max_arch")
+        return {"depths": [depth], "heads": heads}
+
+    def layer_saliency(self) -> list[float]:
+        """Per layer, mean |gamma| of its attention-output LayerNorm (the original reads that norm)."""
+        return [layer.attention.output.LayerNorm.weight.detach().abs().mean().item() for layer in self.layers]
+
+    # ---- growth API -------------------------------------------------------------------------------
+    def grow_depth(self, stage: int = 0, position: int | None = None):
+        """Insert a fresh layer at `position` (default: at the end). Its LayerNorms start as copies of the
+        LayerNorm feeding it, so that with zero branches it stays near the identity (module docstring)."""
+        position = self.depth if position is None else position
+        ref = self.head.weight
+        layer = self._layer(self.heads).to(ref.device, ref.dtype)
+        _init(layer)
+        feed = self.layers[position - 1].output.LayerNorm if position else self.bert.embeddings.LayerNorm
+        with torch.no_grad():
+            for norm in (layer.attention.output.LayerNorm, layer.output.LayerNorm):
+                norm.weight.copy_(feed.weight)
+                norm.bias.copy_(feed.bias)
+        layer.train(self.training)
+        self.layers.insert(position, layer)
+        self.config.num_hidden_layers = self.depth
+        return layer
+
+    def grow_heads(self, n: int = 1) -> list:
+        """Add `n` heads to every layer; returns the new head groups."""
+        self.num_heads += n
+        new = [layer.attn.add_heads(n) for layer in self.layers]
+        for g in new:
+            _init(g)
+        return new
+
+    def forward(self, ids):
+        keep = ids != self.pad_id
+        h = self.bert(input_ids=ids, attention_mask=keep.long()).last_hidden_state
+        w = keep.unsqueeze(-1).to(h.dtype)
+        return self.head((h * w).sum(1) / w.sum(1).clamp_min(1.0))  # mean of the non-pad tokens
+
+    def deploy(self) -> nn.Module:
+        fused = copy.deepcopy(self).eval()
+        for layer in fused.layers:
+            layer.attention.self = layer.attn.fused()
+        return fused

@@ -1,0 +1,105 @@
+"""The transformers-side pieces of our growable BERT (growth/models/bert.py), kept apart so that importing
+the model registry does not import transformers (about a second) unless a BERT is built.
+
+Head growth keeps every old tensor. transformers' BertSelfAttention assumes heads * head_dim == hidden,
+so each layer's `attention.self` is replaced by `GrowableSelfAttention`: the same call signature and the
+same attention functions (the mask format transformers builds is passed through unchanged), but its heads
+live in head groups, one per growth event, each with its own q/k/v and its slice of the output projection
+(which therefore moves here from `attention.output.dense`, now an Identity; BertSelfOutput keeps its
+dropout, residual and LayerNorm). A new group's projection starts at zero: the function is exactly kept,
+and old parameters keep their identity and optimizer state. `fused()` merges the groups (same function).
+"""
+import torch
+from torch import nn
+from transformers.models.bert.modeling_bert import ALL_ATTENTION_FUNCTIONS, BertLayer, eager_attention_forward
+
+
+class HeadGroup(nn.Module):
+    """`heads` attention heads: their query, key, value and their slice of the output projection."""
+
+    def __init__(self, hidden, heads, head_dim):
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(hidden, heads * head_dim)
+        self.key = nn.Linear(hidden, heads * head_dim)
+        self.value = nn.Linear(hidden, heads * head_dim)
+        self.proj = nn.Linear(heads * head_dim, hidden, bias=False)
+
+    def zero_init_last(self):
+        """Output projection 0: the new heads add nothing until they learn (q, k, v stay random)."""
+        nn.init.zeros_(self.proj.weight)
+
+
+class GrowableSelfAttention(nn.Module):
+    """Stands in for BertSelfAttention (same forward signature and return) and also applies the output
+    projection, whose input width grows with the heads."""
+
+    def __init__(self, config, heads, head_dim):
+        super().__init__()
+        self.config, self.hidden, self.head_dim = config, config.hidden_size, head_dim
+        self.groups = nn.ModuleList([HeadGroup(self.hidden, heads, head_dim)])
+        self.proj_bias = nn.Parameter(torch.zeros(self.hidden))
+        self.scaling = head_dim ** -0.5
+        self.is_causal = False  # transformers' sdpa path assumes causal when a module lacks this
+        self.layer_idx = None
+
+    @property
+    def heads(self) -> int:
+        return sum(g.heads for g in self.groups)
+
+    def add_heads(self, n: int) -> HeadGroup:
+        group = HeadGroup(self.hidden, n, self.head_dim).to(self.proj_bias.device, self.proj_bias.dtype)
+        group.train(self.training)
+        self.groups.append(group)
+        return group
+
+    def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_values=None,
+                **kwargs):
+        b, n, _ = hidden_states.shape
+        heads = lambda fn: torch.cat([fn(g)(hidden_states).view(b, n, g.heads, self.head_dim)
+                                      for g in self.groups], dim=2).transpose(1, 2)  # (b, heads, n, d)
+        q, k, v = heads(lambda g: g.query), heads(lambda g: g.key), heads(lambda g: g.value)
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        dropout = self.config.attention_probs_dropout_prob if self.training else 0.0
+        out, weights = attend(self, q, k, v, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs)
+        y, start = self.proj_bias, 0  # out: (b, n, heads, d)
+        for g in self.groups:
+            y = y + g.proj(out[:, :, start:start + g.heads].reshape(b, n, -1))
+            start += g.heads
+        return y, weights
+
+    def fused(self) -> "GrowableSelfAttention":
+        """One head group holding every head: the same function with one matmul per projection."""
+        with torch.random.fork_rng(devices=[]):  # its throwaway init must not move the training RNG
+            out = GrowableSelfAttention(self.config, self.heads, self.head_dim)
+        out.to(self.proj_bias.device, self.proj_bias.dtype).train(self.training)  # dropout follows ours
+        merged = out.groups[0]
+        with torch.no_grad():
+            for name in ("query", "key", "value"):
+                getattr(merged, name).weight.copy_(torch.cat([getattr(g, name).weight for g in self.groups]))
+                getattr(merged, name).bias.copy_(torch.cat([getattr(g, name).bias for g in self.groups]))
+            merged.proj.weight.copy_(torch.cat([g.proj.weight for g in self.groups], dim=1))
+            out.proj_bias.copy_(self.proj_bias)
+        return out
+
+
+class GrowableBertLayer(BertLayer):
+    """transformers' BertLayer with our self-attention; `attn` and `zero_init_last` as ViT's Block."""
+
+    def __init__(self, config, heads, head_dim):
+        super().__init__(config)
+        self.attention.self = GrowableSelfAttention(config, heads, head_dim)
+        self.attention.output.dense = nn.Identity()  # the projection (and its bias) moved into attention.self
+
+    @property
+    def attn(self) -> GrowableSelfAttention:
+        return self.attention.self
+
+    def zero_init_last(self):
+        """Both residual branches end at zero (attention projection, MLP output dense). The layer is then
+        LN2(LN1(x)): growth/models/bert.py says when that is x."""
+        for g in self.attn.groups:
+            nn.init.zeros_(g.proj.weight)
+        nn.init.zeros_(self.attn.proj_bias)
+        nn.init.zeros_(self.output.dense.weight)
+        nn.init.zeros_(self.output.dense.bias)
