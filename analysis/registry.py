@@ -1,0 +1,45 @@
+"""Every table and plot `python -m analysis` can make: name -> Piece.
+
+A piece is a function (runs, epochs, events, out_dir) -> list of the paths it wrote (.md tables are
+shown inline in index.md, .png images embedded, other files linked). `methods` says when it runs: None
+for any set of runs, else when at least one run has one of these methods. It gets every run, not only
+those, so that it can compare with the baselines.
+
+To add one (e.g. ReduceNet's teacher/student table): write analysis/reducenet.py with
+
+    def reducenet_table(runs, epochs, events, out_dir):
+        display = ...                      # a DataFrame, e.g. from analysis.tables.summary_table
+        return write_table(display, None, out_dir, "reducenet")
+
+and add a line to PIECES below:
+
+    "reducenet": Piece("ReduceNet: teacher vs student", reducenet.reducenet_table, methods=("reducenet",)),
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+
+from analysis import adagrow, cost, pareto, tables, trajectory
+
+
+@dataclass(frozen=True)
+class Piece:
+    title: str
+    make: Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, object], list]
+    methods: tuple[str, ...] | None = None
+
+    def applies(self, runs: pd.DataFrame) -> bool:
+        if runs.empty:
+            return False
+        return self.methods is None or bool(runs["method"].isin(self.methods).any())
+
+
+PIECES = {
+    "accuracy": Piece("Accuracy table: mean ± std over seeds", tables.accuracy_table),
+    "trajectories": Piece("Growth trajectories", trajectory.trajectories),
+    "pareto": Piece("Accuracy vs params and MACs, Pareto front", pareto.pareto),
+    "training_cost": Piece("Training cost: val accuracy vs cumulative training MACs", cost.training_cost),
+    "adagrow": Piece("AdaGrow: method x grow mode, and the seed's table", adagrow.adagrow_tables,
+                     methods=("adagrow",)),
+}
