@@ -28,8 +28,7 @@ from torch import nn
 
 from growth.errors import ConfigError
 from growth.models import register
-from growth.models.base import SpecModel
-from growth.models.vit import parse_vit_arch
+from growth.models.transformer import TransformerArch, parse_vit_arch
 
 
 def _init(module, std=0.02):
@@ -45,8 +44,7 @@ def _init(module, std=0.02):
 
 
 @register("bert")
-class Bert(SpecModel):
-    grown_keys = ("depth", "heads", "layer_heads")
+class Bert(TransformerArch):
 
     def __init__(self, depth=2, heads=6, embed_dim=None, head_dim=64, vocab_size=30522, max_len=128, pad_id=0,
                  num_classes=2, mlp_ratio=4.0, dropout=0.1, layer_heads=None):
@@ -87,21 +85,6 @@ class Bert(SpecModel):
 
     blocks = layers  # the name AdaGrow's transformer code uses
 
-    @property
-    def depth(self) -> int:
-        return len(self.layers)
-
-    @property
-    def heads(self) -> int:
-        return self.num_heads
-
-    @property
-    def depths(self) -> list[int]:  # one "stage" for the growth policies
-        return [self.depth]
-
-    def arch_string(self) -> str:
-        return f"d{self.depth}h{self.heads}"
-
     def spec_kwargs(self) -> dict:
         return {"depth": self.depth, "heads": self.heads, "embed_dim": self.hidden, "head_dim": self.head_dim,
                 "vocab_size": self.vocab_size, "max_len": self.max_len, "pad_id": self.pad_id,
@@ -116,11 +99,6 @@ class Bert(SpecModel):
         return cls(depth, heads, cfg.get("embed_dim"), int(cfg.get("head_dim", 64)), int(data["vocab_size"]),
                    int(data["max_len"]), int(data["pad_id"]), data["num_classes"], float(cfg.get("mlp_ratio", 4.0)),
                    float(cfg.get("dropout", 0.1)))
-
-    @staticmethod
-    def parse_max_arch(text) -> dict:
-        depth, heads = parse_vit_arch(text, "model.max_arch")
-        return {"depths": [depth], "heads": heads}
 
     def layer_saliency(self) -> list[float]:
         """Per layer, mean |gamma| of its attention-output LayerNorm (the original reads that norm)."""

@@ -8,7 +8,6 @@ old parameters keep their identity and optimizer state; `deploy()` concatenates 
 one proj, which is exactly the same function.
 """
 import copy
-import re
 
 import torch
 import torch.nn.functional as F
@@ -17,16 +16,7 @@ from torch import nn
 
 from growth.errors import ConfigError
 from growth.models import register
-from growth.models.base import SpecModel
-
-_ARCH = re.compile(r"^d(\d+)h(\d+)$")
-
-
-def parse_vit_arch(text, key="model.arch") -> tuple[int, int]:
-    m = _ARCH.match(str(text).strip())
-    if not m or int(m.group(2)) < 1:
-        raise ConfigError(key, text, "expected d<depth>h<heads>, e.g. 'd2h6' (heads >= 1)")
-    return int(m.group(1)), int(m.group(2))
+from growth.models.transformer import TransformerArch, parse_vit_arch
 
 
 class HeadGroup(nn.Module):
@@ -122,8 +112,7 @@ def _init(module):
 
 
 @register("vit")
-class ViT(SpecModel):
-    grown_keys = ("depth", "heads", "layer_heads")
+class ViT(TransformerArch):
     def __init__(self, depth=2, heads=6, embed_dim=None, head_dim=64, patch_size=2, img_size=8, in_chans=1,
                  num_classes=10, mlp_ratio=4.0, layer_heads=None):
         super().__init__()
@@ -147,21 +136,6 @@ class ViT(SpecModel):
         return Block(self.embed_dim, heads, self.head_dim, self.mlp_ratio)
 
     # ---- arch -----------------------------------------------------------------------------------
-    @property
-    def depth(self) -> int:
-        return len(self.blocks)
-
-    @property
-    def heads(self) -> int:
-        return self.num_heads
-
-    @property
-    def depths(self) -> list[int]:  # one "stage" for the growth policies
-        return [self.depth]
-
-    def arch_string(self) -> str:
-        return f"d{self.depth}h{self.heads}"
-
     def spec_kwargs(self) -> dict:
         return {"depth": self.depth, "heads": self.heads, "embed_dim": self.embed_dim, "head_dim": self.head_dim,
                 "patch_size": self.patch_size, "img_size": self.img_size, "in_chans": self.in_chans,
@@ -181,11 +155,6 @@ class ViT(SpecModel):
         embed = cfg.get("embed_dim")
         return cls(depth, heads, embed, int(cfg.get("head_dim", 64)), patch, data["image_size"], data["in_chans"],
                    data["num_classes"], float(cfg.get("mlp_ratio", 4.0)))
-
-    @staticmethod
-    def parse_max_arch(text) -> dict:
-        depth, heads = parse_vit_arch(text, "model.max_arch")
-        return {"depths": [depth], "heads": heads}
 
     def layer_saliency(self) -> list[float]:
         """Per block, mean |gamma| of its first LayerNorm: where AdaGrow inserts a new block."""

@@ -1,0 +1,40 @@
+"""What the growable transformers (ViT, BERT) share: arch strings `d{depth}h{heads}` and the arch
+properties AdaGrow's transformer growth reads. A subclass keeps its layers in `self.blocks` and the head
+count a new layer gets in `self.num_heads`."""
+import re
+
+from growth.errors import ConfigError
+from growth.models.base import SpecModel
+
+_ARCH = re.compile(r"^d(\d+)h(\d+)$")
+
+
+def parse_vit_arch(text, key="model.arch") -> tuple[int, int]:
+    m = _ARCH.match(str(text).strip())
+    if not m or int(m.group(2)) < 1:
+        raise ConfigError(key, text, "expected d<depth>h<heads>, e.g. 'd2h6' (heads >= 1)")
+    return int(m.group(1)), int(m.group(2))
+
+
+class TransformerArch(SpecModel):
+    grown_keys = ("depth", "heads", "layer_heads")
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def heads(self) -> int:
+        return self.num_heads
+
+    @property
+    def depths(self) -> list[int]:  # one "stage" for the growth policies
+        return [self.depth]
+
+    def arch_string(self) -> str:
+        return f"d{self.depth}h{self.heads}"
+
+    @staticmethod
+    def parse_max_arch(text) -> dict:
+        depth, heads = parse_vit_arch(text, "model.max_arch")
+        return {"depths": [depth], "heads": heads}
