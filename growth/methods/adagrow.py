@@ -191,23 +191,19 @@ class AdaGrow(Method):
     def grow_layer(self, trainer) -> dict:
         model = trainer.model
         position, scores = self.insert_position(model)
-        reference = list(model.parameters()) if self.init_name == "global_fitting" else (
-            list(model.blocks[-1].parameters()) if self.init_name == "local_fitting" and model.depth else None)
+        old_params = list(model.parameters())
+        local = list(model.blocks[-1].parameters()) if model.depth else None
         block = model.grow_depth(0, position)
-        initialize(block, self.init_name, self.meta, faithful_zero=self.faithful("zero_init"),
-                   reference=reference)
+        self._init_new(block, old_params, local)
         at = model.depth - 1 if position is None else position
         return {"where": f"layer {at}", "position": at, "saliency": scores, "new_params": list(block.parameters())}
 
     def grow_heads(self, trainer) -> dict:
         model = trainer.model
-        old = list(model.parameters())
+        old_params = list(model.parameters())
         groups = model.grow_heads(1)
         for block, group in zip(model.blocks, groups):
-            reference = old if self.init_name == "global_fitting" else (
-                list(block.attn.parameters()) if self.init_name == "local_fitting" else None)
-            initialize(group, self.init_name, self.meta, faithful_zero=self.faithful("zero_init"),
-                       reference=reference)
+            self._init_new(group, old_params, list(block.attn.parameters()))
         return {"where": f"{len(groups)} layer(s)", "new_params": [p for g in groups for p in g.parameters()]}
 
     def grow_depth(self, trainer) -> dict:
@@ -215,25 +211,27 @@ class AdaGrow(Method):
         if hasattr(model, "grow_heads"):
             return self.grow_layer(trainer)
         stage, scores = self.choose_stage(model)
-        old_blocks = list(model.stages[stage])
-        reference = self._reference_depth(model, old_blocks)
+        old_params, local = list(model.parameters()), self._local_block(list(model.stages[stage]))
         block = model.grow_depth(stage)
-        initialize(block, self.init_name, self.meta, faithful_zero=self.faithful("zero_init"),
-                   reference=reference)
+        self._init_new(block, old_params, local)
         if self.faithful("transfer_buffers"):
             _reset_bn_stats_like_original(model, exclude=block)
         self.last_stage = stage
         return {"where": f"stage {stage}", "stage": stage, "saliency": scores,
                 "new_params": list(block.parameters())}
 
-    def _reference_depth(self, model, old_blocks):
-        if self.init_name == "global_fitting":
-            return list(model.parameters())
-        if self.init_name == "local_fitting":
-            # the original reads block len-2 of the grown stage (an off-by-one); fixed reads the last one
-            idx = len(old_blocks) - (2 if self.faithful("zero_init") else 1)
-            return list(old_blocks[idx].parameters()) if 0 <= idx < len(old_blocks) else None
-        return None
+    def _local_block(self, old_blocks):
+        """local_fitting's neighbour for a new block: the original reads block len-2 of the grown stage
+        (an off-by-one); fixed reads the last one. None (fallback N(0, meta)) when there is none."""
+        idx = len(old_blocks) - (2 if self.faithful("zero_init") else 1)
+        return list(old_blocks[idx].parameters()) if 0 <= idx < len(old_blocks) else None
+
+    def _init_new(self, module, old_params, local_params) -> None:
+        """Initialise a new block, branch or head group. The fitting initializers fit to every parameter
+        the net had before this event (global) or to the neighbour's parameters (local)."""
+        reference = {"global_fitting": old_params, "local_fitting": local_params}.get(self.init_name)
+        initialize(module, self.init_name, self.meta, faithful_zero=self.faithful("zero_init"),
+                   reference=reference)
 
     def choose_units(self, model):
         return rank_units(model, self.ratio, self.faithful("saliency"))
@@ -243,12 +241,10 @@ class AdaGrow(Method):
         chosen, new_params, where, kernels = self.choose_units(model), [], [], []
         old_params = list(model.parameters())  # fit to the net before this event, as the original does
         for name, unit, _score in chosen:
-            reference = (old_params if self.init_name == "global_fitting"
-                         else list(unit.parameters()) if self.init_name == "local_fitting" else None)
+            local = list(unit.parameters())  # the unit's branches before this one
             kernel = sample_kernel(unit, self.rng)
             branch = unit.add_branch(kernel)
-            initialize(branch, self.init_name, self.meta, faithful_zero=self.faithful("zero_init"),
-                       reference=reference)
+            self._init_new(branch, old_params, local)
             new_params += list(branch.parameters())
             where.append(name)
             kernels.append(list(kernel))
