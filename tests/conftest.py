@@ -36,3 +36,14 @@ def tiny_cfg(**over) -> dict:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"{k}={v}" for k, v in defaults.items()])
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+@torch.no_grad()
+def out(model, x):
+    """Eval-mode output."""
+    model.eval()
+    return model(x)
+
+
+def max_diff(a, b) -> float:
+    return (a - b).abs().max().item()

@@ -17,7 +17,7 @@ from growth.engine.job import run_job
 from growth.grow.init import initialize
 from growth.measure import count_params, forward_macs
 from growth.models import create_model, model_from_spec
-from tests.conftest import tiny_cfg
+from tests.conftest import max_diff, out, tiny_cfg
 
 FAMILIES = ["resnet_basic", "resnet_bottleneck", "vgg", "mobilenet"]
 NEW_FAMILIES = ["resnet_bottleneck", "vgg", "mobilenet"]
@@ -50,16 +50,6 @@ def make_nontrivial(model, gen, skip=()):
         bn.running_var.copy_(torch.rand(bn.num_features, generator=gen) + 0.5)
     model.fc.weight.copy_(torch.randn(model.fc.weight.shape, generator=gen) * 0.5)
     model.eval()
-
-
-@torch.no_grad()
-def out(model, x):
-    model.eval()
-    return model(x)
-
-
-def max_diff(a, b):
-    return (a - b).abs().max().item()
 
 
 def grow(model, op, stage, rng):

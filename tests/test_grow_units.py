@@ -16,6 +16,7 @@ from growth.grow.init import INITIALIZERS, PRESERVING, initialize, normalize
 from growth.grow.policy import candidate_stages, choose_stage, rank_units, unit_saliency
 from growth.methods.adagrow import _reset_bn_stats_like_original
 from growth.models import create_model
+from tests.conftest import max_diff, out
 
 WIDTHS = {3: [8, 12, 16], 4: [8, 12, 16, 20]}
 
@@ -52,16 +53,6 @@ def make_nontrivial(model, gen, batches=3):
     for bn in bns(model):
         bn.momentum = 0.1
     model.eval()
-
-
-@torch.no_grad()
-def out(model, x):
-    model.eval()
-    return model(x)
-
-
-def max_diff(a, b):
-    return (a - b).abs().max().item()
 
 
 def random_arch(seed):

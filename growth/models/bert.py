@@ -28,19 +28,12 @@ from torch import nn
 
 from growth.errors import ConfigError
 from growth.models import register
-from growth.models.transformer import TransformerArch, parse_vit_arch
+from growth.models.transformer import TransformerArch, init_linear_and_norm, parse_vit_arch
 
 
-def _init(module, std=0.02):
+def _init(module):
     """BERT's initialisation (normal 0.02, zero biases, LayerNorm 1/0) for the modules we build."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    init_linear_and_norm(module, lambda w: nn.init.normal_(w, std=0.02))
 
 
 @register("bert")

@@ -3,6 +3,8 @@ properties AdaGrow's transformer growth reads. A subclass keeps its layers in `s
 count a new layer gets in `self.num_heads`."""
 import re
 
+from torch import nn
+
 from growth.errors import ConfigError
 from growth.models.base import SpecModel
 
@@ -14,6 +16,18 @@ def parse_vit_arch(text, key="model.arch") -> tuple[int, int]:
     if not m or int(m.group(2)) < 1:
         raise ConfigError(key, text, "expected d<depth>h<heads>, e.g. 'd2h6' (heads >= 1)")
     return int(m.group(1)), int(m.group(2))
+
+
+def init_linear_and_norm(module, weight_init) -> None:
+    """Linear weights by `weight_init` (each family's own), zero biases, LayerNorm 1/0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            weight_init(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class TransformerArch(SpecModel):

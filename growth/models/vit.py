@@ -16,7 +16,7 @@ from torch import nn
 
 from growth.errors import ConfigError
 from growth.models import register
-from growth.models.transformer import TransformerArch, parse_vit_arch
+from growth.models.transformer import TransformerArch, init_linear_and_norm, parse_vit_arch
 
 
 class HeadGroup(nn.Module):
@@ -101,14 +101,7 @@ class Block(nn.Module):
 
 
 def _init(module):
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    init_linear_and_norm(module, lambda w: nn.init.trunc_normal_(w, std=0.02))
 
 
 @register("vit")
