@@ -14,9 +14,11 @@ from growth.errors import ConfigError
 FORMAT = 1
 
 
-def save_checkpoint(path, *, model, optimizer, schedule, method, epoch, step, counters, rng) -> None:
+def save_checkpoint(path, *, model, optimizer, schedule, method, epoch, step, counters, rng,
+                    model_replaced: bool = False) -> None:
     atomic_torch_save(path, {
         "format": FORMAT, "arch_spec": model.arch_spec(), "model": model.state_dict(),
+        "model_replaced": model_replaced,
         "optimizer": optimizer.state_dict(), "optimizer_param_names": group_param_names(optimizer, model),
         "schedule": schedule.state_dict(),
         "method": method.state_dict(), "epoch": epoch, "step": step, "counters": counters, "rng": rng})
@@ -39,6 +41,8 @@ def load_checkpoint(path, key: str = "trainer.resume") -> dict:
 def check_compatible(ckpt: dict, model, key: str, path) -> None:
     """The configured model must be the checkpoint's family with the same fixed settings (classes,
     channels, widths); its arch may differ, because growth changes it."""
+    if ckpt.get("model_replaced"):
+        return  # a method swapped models mid-run (phase switch): the checkpoint's spec is the truth
     want, have = model.arch_spec(), ckpt["arch_spec"]
     grown = getattr(model, "grown_keys", ())
     fixed = lambda s: {k: v for k, v in s["kwargs"].items() if k not in grown}

@@ -131,7 +131,9 @@ def finish(trainer: Trainer, record: RunRecord) -> dict:
     atomic_torch_save(record.path("deploy"), {"arch_spec": trainer.model.arch_spec(), "model": deployed})
     log.info("deploy: fused model %s params (from %s), max |fused - unfused| on probe %.2e",
              f"{count_params(deployed):,}", f"{count_params(trainer.model):,}", change)
-    return {"test_acc": test["acc"], "test_loss": test["loss"], "deploy_max_abs_diff": change}
+    extras = {"test_acc": test["acc"], "test_loss": test["loss"], "deploy_max_abs_diff": change}
+    extras.update(trainer.method.finish(trainer, record))  # e.g. per-skip-config tables, exports
+    return extras
 
 
 def run_job(cfg: dict, run_dir) -> dict:
@@ -180,4 +182,5 @@ def _summary(cfg, trainer: Trainer, status, error, extras, wall) -> dict:
         "train_time_s": trainer.counters["train_time_s"], "wall_time_s": wall,
         "train_macs_total": trainer.counters["train_macs_cum"], "samples_seen": trainer.counters["samples_seen"],
         "device": str(trainer.device), "git_commit": git_commit(), "versions": versions(),
-        **trainer.method.summary_extras(trainer)}
+        **trainer.method.summary_extras(trainer), **{k: v for k, v in extras.items() if k not in
+                                                     ("test_acc", "test_loss", "deploy_max_abs_diff")}}

@@ -53,8 +53,10 @@ class Schedule:
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
-        return {"step": self.step_num}
+        # total is saved because a phase switch may start a fresh schedule over the remaining steps
+        return {"step": self.step_num, "total": self.total}
 
     def load_state_dict(self, state: dict) -> None:
         self.step_num = int(state["step"])
+        self.total = int(state.get("total", self.total))
         self.apply()

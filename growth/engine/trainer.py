@@ -37,6 +37,7 @@ class Trainer:
         self.epoch, self.step = 0, 0
         self.counters = {"samples_seen": 0, "train_macs_cum": 0, "train_time_s": 0.0, "best_val_acc": 0.0}
         self.stop_requested = None  # set by a signal handler; checked every step
+        self.model_replaced = False  # a method swapped the model (phase switch): resume from the spec
         self._macs_cache = {}
         self.probe = next(iter(data.val))[0][:int(trainer_cfg.get("probe_batch", 32))]
 
@@ -58,11 +59,30 @@ class Trainer:
                 "macs": forward_macs(deployed, self.probe.to(self.device)),
                 "train_macs_per_sample": train_step_macs(self.model, self.probe.to(self.device))}
 
+    # ---- phase switches -----------------------------------------------------------------------
+    def replace_model(self, model, *, restart_schedule: bool = True) -> None:
+        """Train another model from now on (a method's phase switch: teacher -> student, aux -> ...).
+
+        The optimizer starts empty for the new parameters; with `restart_schedule` the LR schedule
+        (warmup, cosine) starts again over the epochs that remain, as a separate run of that phase
+        would. The checkpoint records the swap, so a resume rebuilds this model, not the configured one."""
+        self.model = model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, self.optim_cfg)
+        remaining = (self.epochs - self.epoch) * self.steps_per_epoch
+        old = self.schedule
+        self.schedule = Schedule(self.optimizer, remaining if restart_schedule else old.total, self.optim_cfg,
+                                 self.steps_per_epoch)
+        if not restart_schedule:
+            self.schedule.load_state_dict(old.state_dict())
+        self.model_replaced = True
+
     # ---- state --------------------------------------------------------------------------------
     def save(self) -> None:
         save_checkpoint(self.record.path("last"), model=self.model, optimizer=self.optimizer,
                         schedule=self.schedule, method=self.method, epoch=self.epoch, step=self.step,
-                        counters=self.counters, rng=rng_state())
+                        counters=self.counters, rng=rng_state(), model_replaced=self.model_replaced)
 
     def load(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -71,6 +91,7 @@ class Trainer:
         self.schedule.load_state_dict(ckpt["schedule"])
         self.method.load_state_dict(ckpt["method"])
         self.epoch, self.step, self.counters = ckpt["epoch"], ckpt["step"], dict(ckpt["counters"])
+        self.model_replaced = bool(ckpt.get("model_replaced", False))
         set_rng_state(ckpt["rng"])
 
     # ---- loop ---------------------------------------------------------------------------------

@@ -33,6 +33,12 @@ class Method:
         return []
 
     def summary_extras(self, trainer) -> dict:
+        """Keys added to summary.json for every run, finished or not."""
+        return {}
+
+    def finish(self, trainer, record) -> dict:
+        """After a completed run's test and deploy: extra evaluations or exports; keys join summary.json.
+        To train another model in a later phase, call `trainer.replace_model(model)` from on_epoch_end."""
         return {}
 
     def state_dict(self) -> dict:

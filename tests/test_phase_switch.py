@@ -1,0 +1,68 @@
+"""Engine support for phased methods: a method swaps the model mid-run, and a resume rebuilds it."""
+import pytest
+
+from growth.engine.job import run_job
+from growth.engine.record import RunRecord
+from growth.methods import METHODS
+from growth.methods.fixed import Fixed
+from growth.models import create_model
+from tests.conftest import tiny_cfg
+
+
+class SwapAfterOne(Fixed):
+    """Trains the configured model for epoch 1, then a wider one for the rest."""
+    name = "swap_test"
+
+    def phase(self, epoch):
+        return "first" if epoch <= 1 else "second"
+
+    stop_after = None  # a test sets this to interrupt the run after that epoch's checkpoint
+
+    def on_epoch_end(self, trainer, epoch):
+        if epoch == self.stop_after:
+            trainer.stop_requested = "test stop"
+        if epoch != 1:
+            return []
+        before = trainer.model.arch_string()
+        spec = trainer.model.arch_spec()
+        trainer.replace_model(create_model("resnet_basic", **{**spec["kwargs"], "widths": [16, 16, 16]}))
+        return [{"epoch": epoch, "step": trainer.step, "kind": "phase_start", "where": "second",
+                 "arch_before": before, "arch_after": trainer.model.arch_string(), "params_before": 0,
+                 "params_after": 0, "max_abs_output_change": None}]
+
+    def finish(self, trainer, record):
+        return {"swap_test_finish": trainer.model.spec_kwargs()["widths"]}
+
+
+@pytest.fixture
+def swap_method(monkeypatch):
+    monkeypatch.setitem(METHODS, "swap_test", SwapAfterOne)
+
+
+def _cfg(epochs):
+    return tiny_cfg(**{"method": "fixed", "method.name": "swap_test", "trainer.epochs": epochs})
+
+
+def test_replace_model_trains_new_model_and_restarts_schedule(tmp_path, swap_method):
+    summary = run_job(_cfg(3), tmp_path)
+    assert summary["status"] == "completed"
+    assert summary["swap_test_finish"] == [16, 16, 16]  # the finish hook's keys join the summary
+    rows = RunRecord(tmp_path).metrics()
+    assert [r["phase"] for r in rows] == ["first", "second", "second"]
+    assert rows[1]["params"] != rows[0]["params"]
+    # epoch 2 starts a fresh cosine over 2 epochs: its LR is the base LR again
+    assert rows[1]["lr"] == pytest.approx(rows[0]["lr"])
+
+
+def test_resume_after_swap_equals_uninterrupted(tmp_path, swap_method):
+    full = run_job(_cfg(3), tmp_path / "full")
+    SwapAfterOne.stop_after = 2
+    try:
+        assert run_job(_cfg(3), tmp_path / "part")["status"] == "interrupted"
+    finally:
+        SwapAfterOne.stop_after = None
+    resumed = run_job(_cfg(3), tmp_path / "part")  # same dir: resumes the swapped model
+    assert resumed["status"] == "completed"
+    a, b = RunRecord(tmp_path / "full").metrics(), RunRecord(tmp_path / "part").metrics()
+    assert [r["params"] for r in a] == [r["params"] for r in b]
+    assert a[-1]["val_acc"] == b[-1]["val_acc"] and full["test_acc"] == resumed["test_acc"]
