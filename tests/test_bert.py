@@ -153,9 +153,10 @@ def test_synthetic_text_is_learnable(tmp_path):
 
 # ---- the model --------------------------------------------------------------------------------------
 
-def _bert(depth=2, heads=2, seed=0):
+def _bert(depth=2, heads=2, seed=0, depth_gate=True):
     torch.manual_seed(seed)
-    m = Bert(depth=depth, heads=heads, head_dim=8, vocab_size=20, max_len=10, num_classes=3, dropout=0.1)
+    m = Bert(depth=depth, heads=heads, head_dim=8, vocab_size=20, max_len=10, num_classes=3, dropout=0.1,
+             depth_gate=depth_gate)
     with torch.no_grad():  # make every layer matter, LayerNorms included (as after training)
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -186,12 +187,12 @@ def test_zero_head_growth_preserves_function_and_fuses(seed):
     assert all(len(layer.attn.groups) == 1 for layer in deployed.layers) and m.arch_string().endswith("h4")
 
 
-def test_post_ln_depth_growth_is_kept_only_when_the_feeding_norm_is_uniform():
-    m, x = _bert(), _ids()
+def test_ungated_post_ln_depth_growth_is_kept_only_when_the_feeding_norm_is_uniform():
+    m, x = _bert(depth_gate=False), _ids()
     before = m(x)
     initialize(m.grow_depth(0, 1), "zero", 0.2)  # fed by a perturbed (trained-like) LayerNorm
     assert (m(x) - before).abs().max().item() > 1e-3
-    m = _bert()
+    m = _bert(depth_gate=False)
     for position in (0, 2):
         feed = m.layers[position - 1].output.LayerNorm if position else m.bert.embeddings.LayerNorm
         with torch.no_grad():
@@ -201,6 +202,21 @@ def test_post_ln_depth_growth_is_kept_only_when_the_feeding_norm_is_uniform():
         initialize(m.grow_depth(0, position), "zero", 0.2)
         assert (m(x) - before).abs().max().item() < 1e-5
     assert m.arch_string() == "d4h2"
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_gated_depth_growth_keeps_the_function_and_the_gate_learns(position):
+    m, x = _bert(), _ids()  # trained-like LayerNorms: the ungated layer would change the output
+    before = m(x)
+    layer = m.grow_depth(0, position)
+    initialize(layer, "zero", 0.2)
+    assert (m(x) - before).abs().max().item() < 1e-5
+    m.train()
+    m(x).square().sum().backward()
+    assert layer.gate.grad.abs().item() > 0  # the gate opens at the first step
+    rebuilt = Bert.from_spec(m.arch_spec())
+    rebuilt.load_state_dict(m.state_dict())
+    assert rebuilt.layers[position].gate is not None and rebuilt.arch_string() == "d3h2"
 
 
 def test_padding_is_masked_and_attention_backends_agree():
@@ -244,7 +260,7 @@ def test_adagrow_grows_bert_on_synthetic_text(tmp_path):
     assert s["status"] == "completed" and s["arch"] == "d2h3" and s["deploy_max_abs_diff"] < 1e-4
     events = [json.loads(r) for r in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in events] == ["grow_heads", "grow_depth", "grow_heads"]
-    assert all(e["max_abs_output_change"] < 1e-5 for e in events if e["kind"] == "grow_heads")
+    assert all(e["max_abs_output_change"] < 1e-5 for e in events)  # the new layer is gated at 0
     assert events[1]["where"] == "layer 1" and list(events[1]["saliency"]) == ["0"]  # after the only layer
     assert all(e["params_after"] > e["params_before"] for e in events)
 

@@ -20,6 +20,12 @@ LayerNorm), and with `zero_init_last()` its branches end at zero, so it maps g *
 g * standardise(g * u + b) + b: exactly the identity when that LayerNorm has uniform positive gamma and
 zero beta (e.g. at initialisation), and close to it while gammas are near-uniform and betas small.
 Growth events record the change (`max_abs_output_change`).
+
+So by default (`depth_gate=True`) a grown layer is gated: out = x + gate * (layer(x) - x) with one
+learnable scalar gate starting at 0 (as ReZero gates a residual branch). The function is then exactly
+kept whatever the LayerNorms hold, and the gate's gradient, mean of (layer(x) - x) * dL/dout, is non-zero,
+so the layer joins training at the next step. `depth_gate=False` gives the ungated layer described above
+(what the original's plain appended layer amounts to). Layers the model was built with have no gate.
 """
 import copy
 
@@ -38,14 +44,16 @@ def _init(module):
 
 @register("bert")
 class Bert(TransformerArch):
+    grown_keys = TransformerArch.grown_keys + ("gated",)
 
     def __init__(self, depth=2, heads=6, embed_dim=None, head_dim=64, vocab_size=30522, max_len=128, pad_id=0,
-                 num_classes=2, mlp_ratio=4.0, dropout=0.1, layer_heads=None):
+                 num_classes=2, mlp_ratio=4.0, dropout=0.1, layer_heads=None, depth_gate=True, gated=None):
         super().__init__()
         self.hidden = int(embed_dim or head_dim * heads)
         self.head_dim, self.vocab_size, self.max_len, self.pad_id = head_dim, vocab_size, max_len, pad_id
         self.num_classes, self.mlp_ratio, self.dropout = num_classes, mlp_ratio, dropout
         self.num_heads = int(heads)  # what a new layer gets; kept even at depth 0
+        self.depth_gate = bool(depth_gate)
         from transformers import BertConfig, BertModel  # here: importing the registry stays light
 
         self.config = BertConfig(
@@ -57,8 +65,9 @@ class Bert(TransformerArch):
         self.bert = BertModel(self.config, add_pooling_layer=False)  # embeddings + (empty) encoder
         self.config = self.bert.config  # the one its mask builder reads; our attention reads the same
         # layer_heads: per layer, the head count of each head group (grown models differ from `heads`)
-        for groups in layer_heads or [[heads]] * depth:
-            layer = self._layer(groups[0])
+        layer_heads = layer_heads or [[heads]] * depth
+        for groups, gate in zip(layer_heads, gated or [False] * len(layer_heads)):
+            layer = self._layer(groups[0], gate)
             for n in groups[1:]:
                 layer.attn.add_heads(n)
             self.layers.append(layer)
@@ -67,9 +76,9 @@ class Bert(TransformerArch):
         _init(self.layers)
         _init(self.head)
 
-    def _layer(self, heads):
+    def _layer(self, heads, gated=False):
         from growth.models.bert_layers import GrowableBertLayer
-        return GrowableBertLayer(self.config, heads, self.head_dim)
+        return GrowableBertLayer(self.config, heads, self.head_dim, gated)
 
     # ---- arch -----------------------------------------------------------------------------------
     @property
@@ -82,7 +91,8 @@ class Bert(TransformerArch):
         return {"depth": self.depth, "heads": self.heads, "embed_dim": self.hidden, "head_dim": self.head_dim,
                 "vocab_size": self.vocab_size, "max_len": self.max_len, "pad_id": self.pad_id,
                 "num_classes": self.num_classes, "mlp_ratio": self.mlp_ratio, "dropout": self.dropout,
-                "layer_heads": [[g.heads for g in layer.attn.groups] for layer in self.layers]}
+                "layer_heads": [[g.heads for g in layer.attn.groups] for layer in self.layers],
+                "depth_gate": self.depth_gate, "gated": [layer.gate is not None for layer in self.layers]}
 
     @classmethod
     def from_config(cls, cfg: dict, data: dict) -> "Bert":
@@ -91,7 +101,7 @@ class Bert(TransformerArch):
         depth, heads = parse_vit_arch(cfg.get("arch", "d2h6"))
         return cls(depth, heads, cfg.get("embed_dim"), int(cfg.get("head_dim", 64)), int(data["vocab_size"]),
                    int(data["max_len"]), int(data["pad_id"]), data["num_classes"], float(cfg.get("mlp_ratio", 4.0)),
-                   float(cfg.get("dropout", 0.1)))
+                   float(cfg.get("dropout", 0.1)), depth_gate=bool(cfg.get("depth_gate", True)))
 
     def layer_saliency(self) -> list[float]:
         """Per layer, mean |gamma| of its attention-output LayerNorm (the original reads that norm)."""
@@ -99,11 +109,11 @@ class Bert(TransformerArch):
 
     # ---- growth API -------------------------------------------------------------------------------
     def grow_depth(self, stage: int = 0, position: int | None = None):
-        """Insert a fresh layer at `position` (default: at the end). Its LayerNorms start as copies of the
-        LayerNorm feeding it, so that with zero branches it stays near the identity (module docstring)."""
+        """Insert a fresh layer at `position` (default: at the end): gated at 0 with `depth_gate` (exactly
+        function-preserving), else with LayerNorms copied from the one feeding it (module docstring)."""
         position = self.depth if position is None else position
         ref = self.head.weight
-        layer = self._layer(self.heads).to(ref.device, ref.dtype)
+        layer = self._layer(self.heads, self.depth_gate).to(ref.device, ref.dtype)
         _init(layer)
         feed = self.layers[position - 1].output.LayerNorm if position else self.bert.embeddings.LayerNorm
         with torch.no_grad():

@@ -86,10 +86,18 @@ class GrowableSelfAttention(nn.Module):
 class GrowableBertLayer(BertLayer):
     """transformers' BertLayer with our self-attention; `attn` and `zero_init_last` as ViT's Block."""
 
-    def __init__(self, config, heads, head_dim):
+    def __init__(self, config, heads, head_dim, gated=False):
         super().__init__(config)
         self.attention.self = GrowableSelfAttention(config, heads, head_dim)
         self.attention.output.dense = nn.Identity()  # the projection (and its bias) moved into attention.self
+        # A grown layer's gate: out = x + gate * (layer(x) - x), learnable, starting at 0 (see bert.py).
+        self.gate = nn.Parameter(torch.zeros(())) if gated else None
+
+    def forward(self, hidden_states, *args, **kwargs):
+        out = super().forward(hidden_states, *args, **kwargs)
+        if self.gate is None:
+            return out
+        return hidden_states + self.gate * (out - hidden_states)
 
     @property
     def attn(self) -> GrowableSelfAttention:
