@@ -5,6 +5,7 @@
     python run.py model=timm model.name=resnet18 trainer.epochs=1
     python run.py hydra.run.dir=outputs/runs/mine   # re-run the same dir to resume
 """
+import os
 import sys
 from pathlib import Path
 
@@ -31,8 +32,17 @@ def preflight(argv: list[str]) -> str | None:
     return None
 
 
+def require_run_dir(argv: list[str]) -> str | None:
+    """Under torchrun every rank composes its own config; a time-stamped run dir could differ by rank."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not any(a.startswith("hydra.run.dir=") for a in argv):
+        return (f"hydra.run.dir: not set, with WORLD_SIZE={world} (torchrun); allowed: an explicit "
+                "directory, so that every rank writes to the same run record")
+    return None
+
+
 def main() -> None:
-    problem = preflight(sys.argv[1:])
+    problem = preflight(sys.argv[1:]) or require_run_dir(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
@@ -73,6 +83,8 @@ def _hydra_app():
                                               "traceback": traceback.format_exc()})
             print(f"error: job crashed: {type(e).__name__}: {e}", file=sys.stderr)
             return None
+        if int(os.environ.get("RANK", "0")) != 0:  # distributed: rank 0 reports
+            return summary.get("final_val_acc")
         print_report(summary, run_dir)
         print(f"status {summary['status']}: arch {summary['arch']}, params {summary['params']:,} "
               f"(deployed {summary['deploy_params']:,}), final val acc {summary['final_val_acc']}, "

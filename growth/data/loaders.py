@@ -10,13 +10,25 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
+def shard_order(order, rank: int, world: int):
+    """Rank `rank`'s share of one epoch's order: every world-th index, all shares the same length
+    (the last n % world samples of the epoch are left out, as DistributedSampler(drop_last=True))."""
+    if world <= 1:
+        return order
+    return order[rank::world][:len(order) // world]
+
+
 class TensorLoader:
     """Batches from tensors held whole on one device (digits, synthetic): no workers, no copies."""
 
     def __init__(self, x, y, batch_size, shuffle=False, drop_last=False, seed=0):
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
-        self.epoch = 0
+        self.epoch, self.rank, self.world = 0, 0, 1
+
+    def shard(self, rank: int, world: int) -> None:
+        """Data parallel: each rank iterates its share of the same (seed, epoch) permutation."""
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -26,7 +38,7 @@ class TensorLoader:
         return len(self.y)
 
     def __len__(self):
-        n = len(self.y) / self.batch_size
+        n = len(self.y) // self.world / self.batch_size
         return max(1, math.floor(n)) if self.drop_last else math.ceil(n)
 
     def __iter__(self):
@@ -35,6 +47,7 @@ class TensorLoader:
             order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch)).to(self.y.device)
         else:
             order = torch.arange(n, device=self.y.device)
+        order = shard_order(order, self.rank, self.world)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield self.x[idx], self.y[idx]
@@ -45,17 +58,20 @@ class EpochSampler(Sampler):
 
     def __init__(self, n, seed=0, shuffle=True):
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self.rank, self.world = 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self):
-        return self.n
+        return self.n // self.world
 
     def __iter__(self):
         if not self.shuffle:
-            return iter(range(self.n))
-        return iter(torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist())
+            order = list(range(self.n))
+        else:
+            order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist()
+        return iter(shard_order(order, self.rank, self.world))
 
 
 class DatasetLoader:
@@ -72,6 +88,9 @@ class DatasetLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    def shard(self, rank: int, world: int) -> None:
+        self.sampler.rank, self.sampler.world = rank, world
 
     @property
     def num_samples(self) -> int:

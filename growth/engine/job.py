@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from growth.data import build_data
+from growth.engine import dist
 from growth.engine.checkpoint import check_compatible, load_checkpoint
 from growth.engine.env import (git_commit, resolve_device, resolve_precision, seed_everything, versions)
 from growth.engine.io import atomic_torch_save
@@ -38,8 +39,8 @@ def validate(cfg: dict) -> None:
     _positive_int(t, "eval_batch_size", "trainer.eval_batch_size")
     if not isinstance(cfg.get("seed"), int):
         raise ConfigError("seed", cfg.get("seed"), "must be an integer")
-    if t.get("compile"):
-        raise ConfigError("trainer.compile", t["compile"], "torch.compile is not supported yet; use false")
+    if t.get("compile") not in (True, False, None):
+        raise ConfigError("trainer.compile", t["compile"], "allowed: true, false")
 
 
 def _file_log(record: RunRecord) -> logging.Handler:
@@ -64,17 +65,23 @@ def _find_checkpoint(cfg: dict, record: RunRecord):
 def prepare(cfg: dict, run_dir) -> tuple[Trainer, RunRecord]:
     """Validate and build everything; nothing trains yet."""
     validate(cfg)
-    record = RunRecord(run_dir)
     t = cfg["trainer"]
     device = resolve_device(t.get("device", "auto"))
+    info = dist.setup(device)
+    device = dist.local_device(device, info)
+    record = RunRecord(run_dir, write=info.is_main)
+    if not info.is_main:
+        log.setLevel(logging.WARNING)  # one copy of the epoch lines, from rank 0
     amp = resolve_precision(t.get("precision", "fp32"), device)
-    rank = int(os.environ.get("RANK", 0))
-    seed_everything(cfg["seed"] + rank)
+    # Ranks draw differently (dropout, augmentation); their weights still start equal: DDP broadcasts.
+    seed_everything(cfg["seed"] + info.rank)
     on_device = t.get("data_on_device", True)
     data = build_data(cfg["data"], {
         "batch_size": t["batch_size"], "eval_batch_size": t["eval_batch_size"], "seed": cfg["seed"],
         "device": device if on_device else torch.device("cpu"), "num_workers": int(t.get("num_workers", 0)),
         "pin_memory": device.type == "cuda"})
+    if info.enabled:
+        data.train.shard(info.rank, info.world)
     model = build_model(cfg["model"], data.info)
     method = build_method(cfg)
     ckpt, ckpt_path = _find_checkpoint(cfg, record)
@@ -83,13 +90,14 @@ def prepare(cfg: dict, run_dir) -> tuple[Trainer, RunRecord]:
         check_compatible(ckpt, model, key, ckpt_path)
         model = model_from_spec(ckpt["arch_spec"])
     trainer = Trainer(model, data, method, record, optim_cfg=cfg["optim"], trainer_cfg=t, device=device,
-                      amp_dtype=amp)
+                      amp_dtype=amp, dist_info=info)
     if ckpt is not None:
         try:
             trainer.load(ckpt)
         except (RuntimeError, KeyError, ValueError) as e:
             raise ConfigError(key, str(ckpt_path), f"checkpoint does not match the model ({str(e)[:200]})")
         record.truncate_after(trainer.epoch)
+        trainer.rewrap()  # the loaded weights are what DDP must broadcast
         log.info("resumed from %s at epoch %d (step %d)", ckpt_path, trainer.epoch, trainer.step)
     else:
         record.truncate_after(0)  # stale rows from a run that died before its first checkpoint
@@ -128,7 +136,10 @@ def finish(trainer: Trainer, record: RunRecord) -> dict:
     test = trainer.evaluate(trainer.data.test)
     deployed = trainer.model.deploy()
     change = (trainer.probe_output(deployed) - trainer.probe_output()).abs().max().item()
-    atomic_torch_save(record.path("deploy"), {"arch_spec": trainer.model.arch_spec(), "model": deployed})
+    if trainer.dist.enabled:  # proof, not hope: every rank ends with bit-identical weights
+        dist.check_same(trainer.dist, "the final weights", dist.weight_digest(trainer.model))
+    if record.write:
+        atomic_torch_save(record.path("deploy"), {"arch_spec": trainer.model.arch_spec(), "model": deployed})
     log.info("deploy: fused model %s params (from %s), max |fused - unfused| on probe %.2e",
              f"{count_params(deployed):,}", f"{count_params(trainer.model):,}", change)
     extras = {"test_acc": test["acc"], "test_loss": test["loss"], "deploy_max_abs_diff": change}
@@ -138,14 +149,15 @@ def finish(trainer: Trainer, record: RunRecord) -> dict:
 
 def run_job(cfg: dict, run_dir) -> dict:
     """Train one job into run_dir and return its summary. ConfigError propagates before training."""
-    record = RunRecord(run_dir)
-    handler = _file_log(record)
+    handler = _file_log(RunRecord(run_dir)) if dist.env_rank() == 0 else None
     try:
         trainer, record = prepare(cfg, run_dir)
         return _train(cfg, trainer, record)
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        dist.cleanup()
+        if handler:
+            log.removeHandler(handler)
+            handler.close()
 
 
 def _train(cfg: dict, trainer: Trainer, record: RunRecord) -> dict:
@@ -181,6 +193,7 @@ def _summary(cfg, trainer: Trainer, status, error, extras, wall) -> dict:
         "epochs_done": trainer.epoch, "steps_done": trainer.step,
         "train_time_s": trainer.counters["train_time_s"], "wall_time_s": wall,
         "train_macs_total": trainer.counters["train_macs_cum"], "samples_seen": trainer.counters["samples_seen"],
-        "device": str(trainer.device), "git_commit": git_commit(), "versions": versions(),
+        "device": str(trainer.device), "world_size": trainer.dist.world,
+        "git_commit": git_commit(), "versions": versions(),
         **trainer.method.summary_extras(trainer), **{k: v for k, v in extras.items() if k not in
                                                      ("test_acc", "test_loss", "deploy_max_abs_diff")}}

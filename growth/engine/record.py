@@ -33,8 +33,11 @@ def _check(row: dict, keys, what: str) -> None:
 
 
 class RunRecord:
-    def __init__(self, run_dir):
-        self.dir = Path(run_dir)
+    def __init__(self, run_dir, write: bool = True):
+        """write=False: a distributed rank other than 0 reads the record but never writes it."""
+        self.dir, self.write = Path(run_dir), write
+        if not write:
+            return
         (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         for name in ("metrics", "events"):  # present even when empty: analysis reads both
             self.path(name).touch()
@@ -44,13 +47,15 @@ class RunRecord:
 
     def add_metrics(self, row: dict) -> None:
         _check(row, METRIC_KEYS, "metrics")
-        append_jsonl(self.path("metrics"), row)
+        if self.write:
+            append_jsonl(self.path("metrics"), row)
 
     def add_event(self, row: dict) -> None:
         _check(row, EVENT_KEYS, "event")
         if row["kind"] not in EVENT_KINDS:
             raise ValueError(f"event kind {row['kind']!r} not in {EVENT_KINDS}")
-        append_jsonl(self.path("events"), row)
+        if self.write:
+            append_jsonl(self.path("events"), row)
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.path("metrics"))
@@ -60,6 +65,8 @@ class RunRecord:
 
     def truncate_after(self, epoch: int) -> None:
         """On resume: drop rows of epochs the checkpoint does not hold (written after it, then killed)."""
+        if not self.write:
+            return
         for name in ("metrics", "events"):
             rows = read_jsonl(self.path(name))
             keep = [r for r in rows if r.get("epoch", 0) <= epoch]
@@ -72,4 +79,5 @@ class RunRecord:
             _check(summary, SUMMARY_KEYS, "summary")
         if summary["status"] not in STATUSES:
             raise ValueError(f"status {summary['status']!r} not in {STATUSES}")
-        atomic_write_json(self.path("summary"), summary)
+        if self.write:
+            atomic_write_json(self.path("summary"), summary)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from growth.arch import spec_to_json
+from growth.engine import dist
 from growth.engine.checkpoint import save_checkpoint
 from growth.engine.env import rng_state, set_rng_state
 from growth.engine.optim import add_params, build_optimizer, restore_group_order
@@ -20,10 +21,14 @@ log = logging.getLogger("growth")
 
 
 class Trainer:
-    def __init__(self, model, data, method, record, *, optim_cfg, trainer_cfg, device, amp_dtype):
+    def __init__(self, model, data, method, record, *, optim_cfg, trainer_cfg, device, amp_dtype,
+                 dist_info=dist.DistInfo()):
         self.model, self.data, self.method, self.record = model.to(device), data, method, record
+        self.dist = dist_info
         self.optim_cfg, self.cfg, self.device, self.amp_dtype = optim_cfg, trainer_cfg, device, amp_dtype
         self.channels_last = bool(trainer_cfg.get("channels_last", False)) and device.type == "cuda"
+        if trainer_cfg.get("channels_last") and not self.channels_last:
+            log.warning("trainer.channels_last=true needs CUDA; using the default memory format on %s", device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.epochs = int(trainer_cfg["epochs"])
@@ -40,6 +45,17 @@ class Trainer:
         self.model_replaced = False  # a method swapped the model (phase switch): resume from the spec
         self._macs_cache = {}
         self.probe = next(iter(data.val))[0][:int(trainer_cfg.get("probe_batch", 32))]
+        self.train_model = None
+        self.compile = bool(trainer_cfg.get("compile", False))
+        self.rewrap()
+
+    def rewrap(self) -> None:
+        """The module the training step calls (DDP around self.model when distributed). Called again
+        after every structural change; the old wrapper is dropped first so its gradient hooks go."""
+        self.train_model = None
+        self.train_model = dist.wrap(self.model, self.dist, self.device)
+        if self.compile:  # a fresh compiled module per structure: growth changes the graph
+            self.train_model = torch.compile(self.train_model)
 
     # ---- sizes --------------------------------------------------------------------------------
     def _arch_key(self) -> str:
@@ -77,9 +93,12 @@ class Trainer:
         if not restart_schedule:
             self.schedule.load_state_dict(old.state_dict())
         self.model_replaced = True
+        self.rewrap()
 
     # ---- state --------------------------------------------------------------------------------
     def save(self) -> None:
+        if not self.dist.is_main:
+            return
         save_checkpoint(self.record.path("last"), model=self.model, optimizer=self.optimizer,
                         schedule=self.schedule, method=self.method, epoch=self.epoch, step=self.step,
                         counters=self.counters, rng=rng_state(), model_replaced=self.model_replaced)
@@ -119,9 +138,11 @@ class Trainer:
                 raise Interrupted(f"{self.stop_requested} at epoch {epoch}, step {self.step}")
             x, y = self._to_device(x, y)
             with self._autocast():
-                loss, logits = self.method.loss(self.model, x, y, self)
+                loss, logits = self.method.loss(self.train_model, x, y, self)
             # One host sync per step buys a failure that names its step; cheap at our scales.
-            if not torch.isfinite(loss.detach()).item():
+            # Distributed, every rank must stop together (else the others wait in all-reduce).
+            bad = dist.all_sum(self.dist, (~torch.isfinite(loss.detach())).float())[0]
+            if bad.item():
                 raise TrainingDiverged(epoch, self.step + 1, loss.item())
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -135,6 +156,10 @@ class Trainer:
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
+        dist.sync_buffers(self.model, self.dist)
+        seen_t = torch.tensor(float(seen), device=self.device)
+        loss_sum, correct, seen_t = dist.all_sum(self.dist, loss_sum, correct.float(), seen_t)
+        seen = int(seen_t.item())
         return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
                 "samples": seen}
 
@@ -186,7 +211,8 @@ class Trainer:
                  "lr %.2e | %.1fs", epoch, self.epochs, row["phase"], row["arch"], f"{row['params']:,}",
                  row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], lr, dt)
         self.epoch, self.last_val_acc = epoch, va["acc"]
-        for event in self.method.on_epoch_end(self, epoch):
+        events = self.method.on_epoch_end(self, epoch)
+        for event in events:
             self.record.add_event(event)
             log.info("event %s at epoch %d: %s %s -> %s, params %s -> %s", event["kind"], epoch,
                      event["where"], event["arch_before"], event["arch_after"],
@@ -195,4 +221,7 @@ class Trainer:
         add_params(self.optimizer, self.model.named_parameters(), self.optim_cfg)
         if self.channels_last:  # new modules arrive in the default layout
             self.model.to(memory_format=torch.channels_last)
+        if events:
+            dist.check_same(self.dist, f"the arch after epoch {epoch}", self.model.arch_string())
+            self.rewrap()  # DDP broadcasts rank 0's new parameters; compile traces the new graph
         self.save()

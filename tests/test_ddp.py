@@ -1,0 +1,66 @@
+"""Data-parallel training that survives growth: 2 CPU processes (gloo) under torchrun grow the model
+twice; every rank ends with bit-identical weights (the run checks a digest of every tensor across
+ranks before it writes summary.json), only rank 0 writes the record, and the arch sequence equals a
+single-process run's."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+ARGS = ["model.widths=[8,12,16]", "grow_mode=depth", "grow.interval=1", "trainer.epochs=3",
+        "trainer.device=cpu", "trainer.progress=false"]
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_gloo_ranks_grow_twice_and_stay_identical(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(ROOT / ".venv" / "bin")) or shutil.which("torchrun")
+    cmd = [torchrun or sys.executable, *([] if torchrun else ["-m", "torch.distributed.run"]),
+           "--standalone", "--nproc_per_node", "2", str(ROOT / "run.py"), f"hydra.run.dir={tmp_path / 'ddp'}",
+           *ARGS]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 2
+    events = [json.loads(line) for line in (tmp_path / "ddp" / "events.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events] == ["grow_depth", "grow_depth"]  # written once, by rank 0
+    ddp_rows = _rows(tmp_path / "ddp")
+    assert len(ddp_rows) == 3
+
+    single = run_cli([f"hydra.run.dir={tmp_path / 'single'}", *ARGS], env={"OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert [r["arch"] for r in ddp_rows] == [r["arch"] for r in _rows(tmp_path / "single")]
+    assert [r["params"] for r in ddp_rows] == [r["params"] for r in _rows(tmp_path / "single")]
+
+
+def test_torchrun_without_a_run_dir_is_refused():
+    p = run_cli(["trainer.epochs=1"], env={"WORLD_SIZE": "2"})
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error: hydra.run.dir: not set")
+
+
+def test_compiled_training_grows_like_eager(tmp_path):
+    """trainer.compile=true: a fresh compiled module after each growth event; same arch sequence."""
+    runs = {}
+    for name, flag in (("eager", "false"), ("compiled", "true")):
+        p = run_cli([f"hydra.run.dir={tmp_path / name}", f"trainer.compile={flag}", *ARGS[:-2],
+                     "trainer.progress=false"], env={"OMP_NUM_THREADS": "1"})
+        assert p.returncode == 0, p.stderr[-2000:]
+        runs[name] = _rows(tmp_path / name)
+    assert [r["arch"] for r in runs["compiled"]] == [r["arch"] for r in runs["eager"]]
+    assert abs(runs["compiled"][-1]["val_acc"] - runs["eager"][-1]["val_acc"]) < 0.05
+
+
+def test_gpu_only_options_warn_on_cpu(tmp_path):
+    p = run_cli([f"hydra.run.dir={tmp_path}", "trainer.epochs=1", "trainer.device=cpu", "trainer.channels_last=true",
+                 "trainer.precision=fp16", "model.widths=[8,12,16]"])
+    assert p.returncode == 0, p.stderr[-2000:]
+    text = p.stdout + p.stderr
+    assert "trainer.channels_last=true needs CUDA" in text and "trainer.precision=fp16 needs CUDA" in text
