@@ -86,14 +86,16 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, self.optim_cfg)
-        remaining = (self.epochs - self.epoch) * self.steps_per_epoch
         old = self.schedule
-        self.schedule = Schedule(self.optimizer, remaining if restart_schedule else old.total, self.optim_cfg,
-                                 self.steps_per_epoch)
+        self.restart_schedule((self.epochs - self.epoch) * self.steps_per_epoch)
         if not restart_schedule:
             self.schedule.load_state_dict(old.state_dict())
         self.model_replaced = True
         self.rewrap()
+
+    def restart_schedule(self, steps: int) -> None:
+        """A fresh LR schedule (warmup, cosine) over the next `steps` steps: a phase's own schedule."""
+        self.schedule = Schedule(self.optimizer, steps, self.optim_cfg, self.steps_per_epoch)
 
     # ---- state --------------------------------------------------------------------------------
     def save(self) -> None:
