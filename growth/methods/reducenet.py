@@ -1,0 +1,235 @@
+"""ReduceNet: train a teacher (scaler 1), switch its non-linear branch off, distil into the student.
+
+Phase `teacher` trains the configured ReduceNet with cross-entropy. At its last epoch the method builds
+the student (scaler 0: no branch1; optional LoRA; optional frozen classifier/BN), which inherits every
+weight the teacher has for it, and trains it with knowledge distillation from a frozen copy of the
+teacher: L = alpha*T^2*KL(teacher/T || student/T) + (1 - alpha)*CE. alpha 0 is plain CE. Each phase has
+its own cosine LR schedule. The student deploys as a plain ResNet (growth/blocks/reducenet.py).
+
+| switch       | faithful (the original)                      | fixed (default)                  |
+|--------------|----------------------------------------------|----------------------------------|
+| kd_reduction | KL averaged over batch x classes: the term's  | KL summed over classes, averaged |
+|              | effective weight is alpha*T^2/C               | over the batch (alpha*T^2)       |
+
+`same_budget: true` splits trainer.epochs between the phases (teacher_fraction); false gives each phase
+trainer.epochs epochs, as the original (2 x 200).
+
+With `model.act=lambda` branch1's ReLU fades to identity over the teacher phase (design A); at the switch
+the now-linear branch1 becomes the student's LoRA branch, so the switch keeps the function and the
+student still folds.
+"""
+import copy
+import logging
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+from growth.blocks.reducenet import init_lora_from_branch1, lambda_at
+from growth.errors import ConfigError
+from growth.measure import count_params, forward_macs, latency_ms
+from growth.methods.base import Method
+from growth.models import create_model, model_from_spec
+from growth.models.reducenet import FREEZE
+
+log = logging.getLogger("growth")
+VARIANTS = ("fixed", "faithful")
+SPEED_BATCH, SPEED_ROUNDS = 64, 5
+
+
+def kd_loss(student, teacher, y, alpha: float, temperature: float, reduction: str = "batchmean",
+            label_smoothing: float = 0.0):
+    """alpha*T^2*KL(softmax(t/T) || softmax(s/T)) + (1 - alpha)*CE(s, y). `reduction` "mean" is the
+    original's nn.KLDivLoss() default (divides by batch x classes); "batchmean" divides by batch."""
+    ce = F.cross_entropy(student, y, label_smoothing=label_smoothing)
+    if alpha == 0:
+        return ce
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student.float() / t, 1), F.softmax(teacher.float() / t, 1), reduction="batchmean")
+    if reduction == "mean":  # written out: torch warns that its "mean" will become "batchmean"
+        kl = kl / student.shape[1]
+    return alpha * t * t * kl + (1 - alpha) * ce
+
+
+def _choice(value, key, allowed):
+    if value not in allowed:
+        raise ConfigError(key, value, f"allowed: {', '.join(map(str, allowed))}")
+    return value
+
+
+def phase_epochs(epochs: int, same_budget: bool, fraction: float) -> tuple[int, int]:
+    """(teacher, student) epochs."""
+    if not same_budget:
+        return epochs, epochs
+    if epochs < 2:
+        raise ConfigError("trainer.epochs", epochs, "reducenet with same_budget splits it: at least 2")
+    teacher = min(epochs - 1, max(1, round(epochs * fraction)))
+    return teacher, epochs - teacher
+
+
+class ReduceNetMethod(Method):
+    name = "reducenet"
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        m = cfg["method"]
+        self.variant = _choice(m.get("variant", "fixed"), "method.variant", VARIANTS)
+        self.kd_reduction = _choice(m.get("kd_reduction") or self.variant, "method.kd_reduction", VARIANTS)
+        self.alpha, self.temperature = float(m.get("alpha", 0.7)), float(m.get("temperature", 5.0))
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError("method.alpha", m.get("alpha"), "must be in [0, 1] (0 = plain cross-entropy)")
+        if self.temperature <= 0:
+            raise ConfigError("method.temperature", m.get("temperature"), "must be positive")
+        self.freeze = list(m.get("freeze") or [])
+        if any(f not in FREEZE for f in self.freeze):
+            raise ConfigError("method.freeze", self.freeze, f"a list of: {', '.join(FREEZE)}")
+        self.same_budget = _choice(m.get("same_budget", True), "method.same_budget", (True, False))
+        fraction = float(m.get("teacher_fraction", 0.5))
+        if not 0 < fraction < 1:
+            raise ConfigError("method.teacher_fraction", fraction, "must be in (0, 1)")
+        self.teacher_epochs, self.student_epochs = phase_epochs(cfg["trainer"]["epochs"], self.same_budget,
+                                                                fraction)
+        if cfg["model"].get("family") == "reducenet" and cfg["model"].get("scaler", 1) == 0:
+            raise ConfigError("model.scaler", 0, "reducenet trains a teacher first: > 0 (train a student "
+                              "alone with method=fixed)")
+        self.switched, self.teacher, self.teacher_info = False, None, {}
+
+    @property
+    def variants(self) -> dict:
+        return {"variant": self.variant, "kd_reduction": self.kd_reduction, "same_budget": self.same_budget}
+
+    # ---- setup --------------------------------------------------------------------------------
+    def setup(self, trainer) -> None:
+        if getattr(trainer.model, "family", None) != "reducenet":
+            raise ConfigError("model", getattr(trainer.model, "family", type(trainer.model).__name__),
+                              "method=reducenet needs model=reducenet")
+        trainer.epochs = self.teacher_epochs + self.student_epochs
+        spe = trainer.steps_per_epoch
+        if trainer.step == 0 and not trainer.model_replaced:
+            # a fresh run: the teacher's cosine spans its own phase (the student's starts at the switch)
+            trainer.restart_schedule(self.teacher_epochs * spe)
+            self._teacher_start_event(trainer)
+        if self.teacher is not None:
+            self.teacher.to(trainer.device)
+
+    def _teacher_start_event(self, trainer) -> None:
+        record = trainer.record
+        if not getattr(record, "write", True) or any(e["kind"] == "phase_start" for e in record.events()):
+            return
+        n = count_params(trainer.model)
+        record.add_event({"epoch": 0, "step": 0, "kind": "phase_start", "where": "teacher",
+                          "arch_before": None, "arch_after": trainer.model.arch_string(), "params_before": n,
+                          "params_after": n, "max_abs_output_change": None})
+
+    def phase(self, epoch: int) -> str:
+        return "teacher" if epoch <= self.teacher_epochs else "student"
+
+    # ---- training -----------------------------------------------------------------------------
+    def loss(self, model, x, y, trainer):
+        if not self.switched:
+            if trainer.model.act == "lambda":  # per iteration; reaches identity on the phase's last step
+                total = self.teacher_epochs * trainer.steps_per_epoch
+                trainer.model.set_lambda(lambda_at((trainer.step + 1) / total))
+            logits = model(x)
+            return F.cross_entropy(logits, y, label_smoothing=trainer.label_smoothing), logits
+        logits = model(x)
+        teacher = None
+        if self.alpha > 0:
+            with torch.no_grad():
+                teacher = self.teacher(x)
+        reduction = "mean" if self.kd_reduction == "faithful" else "batchmean"
+        return kd_loss(logits, teacher, y, self.alpha, self.temperature, reduction,
+                       trainer.label_smoothing), logits
+
+    def on_epoch_end(self, trainer, epoch: int) -> list[dict]:
+        if self.switched or epoch != self.teacher_epochs:
+            return []
+        return self._switch(trainer, epoch)
+
+    # ---- the switch ---------------------------------------------------------------------------
+    def _student(self, teacher):
+        kw = {**teacher.spec_kwargs(), "scaler": 0.0, "freeze": self.freeze}
+        if teacher.act == "lambda":
+            kw["lora_expansion"] = teacher.expansion  # branch1, now linear, carries over as the LoRA
+        student = create_model("reducenet", **kw).to(next(teacher.parameters()).device)
+        missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+        assert all(".lora." in k for k in missing) and all(".branch1." in k for k in unexpected), \
+            (missing, unexpected)
+        for s, t in zip(student.blocks(), teacher.blocks()):
+            if s.lora is None:
+                continue
+            if teacher.act == "lambda":
+                init_lora_from_branch1(s.lora, t.branch1)
+            else:  # a fresh LoRA starts silent (last BN scale 0): the switch removes branch1 only
+                torch.nn.init.zeros_(s.lora.b.bn.weight)
+        return student
+
+    def _switch(self, trainer, epoch: int) -> list[dict]:
+        teacher = trainer.model
+        if teacher.act == "lambda":
+            teacher.set_lambda(0.0)  # the end of its schedule (the last step already used 0)
+        before = trainer.probe_output(teacher)
+        deployed = teacher.deploy()
+        self.teacher_info = {"teacher_val_acc": trainer.last_val_acc, "teacher_params": count_params(teacher),
+                             "teacher_deploy_params": count_params(deployed),
+                             "teacher_macs": forward_macs(deployed, trainer.probe.to(trainer.device))}
+        student = self._student(teacher)
+        change = (trainer.probe_output(student) - before).abs().max().item()
+        self.teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
+        self.switched = True
+        trainer.replace_model(student, restart_schedule=True)
+        log.info("reducenet: teacher %s (val acc %.4f) -> student %s; max |change| on probe %.3g",
+                 teacher.arch_string(), trainer.last_val_acc, student.arch_string(), change)
+        row = {"epoch": epoch, "step": trainer.step, "arch_before": teacher.arch_string(),
+               "arch_after": student.arch_string(), "params_before": self.teacher_info["teacher_params"],
+               "params_after": count_params(student)}
+        return [{**row, "kind": "switch", "where": "branch1: scaler 1 -> 0", "max_abs_output_change": change},
+                {**row, "kind": "phase_start", "where": "student", "max_abs_output_change": None}]
+
+    # ---- results ------------------------------------------------------------------------------
+    def summary_extras(self, trainer) -> dict:
+        return {"reducenet_phase": "student" if self.switched else "teacher",
+                "teacher_epochs": self.teacher_epochs, "student_epochs": self.student_epochs,
+                "kd_alpha": self.alpha, "kd_temperature": self.temperature, **self.teacher_info}
+
+    def finish(self, trainer, record) -> dict:
+        if not self.switched:
+            return {}
+        student, deployed = trainer.model, trainer.model.deploy()
+        change = (trainer.probe_output(deployed) - trainer.probe_output(student)).abs().max().item()
+        record.add_event({"epoch": trainer.epoch, "step": trainer.step, "kind": "fuse", "where": "every block",
+                          "arch_before": student.arch_string(), "arch_after": student.arch_string() + " fused",
+                          "params_before": count_params(student), "params_after": count_params(deployed),
+                          "max_abs_output_change": change})
+        unfused_ms, fused_ms = self._latency(student, deployed, trainer.probe)
+        return {"teacher_test_acc": trainer.evaluate(trainer.data.test, self.teacher)["acc"],
+                "student_val_acc": trainer.last_val_acc,
+                "student_test_acc": trainer.evaluate(trainer.data.test, student)["acc"],
+                "student_params": count_params(student), "student_deploy_params": count_params(deployed),
+                "student_macs": forward_macs(deployed, trainer.probe.to(trainer.device)),
+                "unfused_latency_ms": unfused_ms, "fused_latency_ms": fused_ms,
+                "fused_speedup": unfused_ms / fused_ms, "speedup_batch": SPEED_BATCH}
+
+    @staticmethod
+    def _latency(student, deployed, probe) -> tuple[float, float]:
+        """Median eval latency of both models, measured in alternating rounds in this one process."""
+        shape = tuple(probe.shape[1:])
+        a, b = [], []
+        for _ in range(SPEED_ROUNDS):
+            a.append(latency_ms(student, shape, batch=SPEED_BATCH))
+            b.append(latency_ms(deployed, shape, batch=SPEED_BATCH))
+        return statistics.median(a), statistics.median(b)
+
+    # ---- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {"switched": self.switched, "teacher_info": dict(self.teacher_info)}
+        if self.teacher is not None:
+            state.update(teacher_spec=self.teacher.arch_spec(), teacher_state=self.teacher.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.switched, self.teacher_info = state["switched"], dict(state["teacher_info"])
+        if state.get("teacher_spec") is not None:
+            self.teacher = model_from_spec(state["teacher_spec"])
+            self.teacher.load_state_dict(state["teacher_state"])
+            self.teacher.eval().requires_grad_(False)
