@@ -1,0 +1,240 @@
+"""Learngene SWS (IJCAI 2024): learn a stage-wise shared aux ViT by distillation, then start descendant ViTs
+of any depth from its stage blocks (the learngene).
+
+`method.phase`:
+- `aux` (model=sws_aux): soft distillation from a teacher, L = alpha*tau^2*KL(p_t || p_s) + (1-alpha)*CE
+  (the original: alpha 1, pure KD). The teacher is a timm model name with a weights file
+  (`teacher_weights`, the original's --teacher-path), one of our checkpoints (last.pt or deploy.pt), or a
+  timm model trained by an earlier phase of this run (`teacher_epochs` > 0: phase `teacher`, then the aux
+  model with a fresh optimizer and schedule). A completed run writes checkpoints/learngene.pt.
+- `descendant` (model=sws_descendant): a timm ViT initialised from `learngene` with `layers_source`, then
+  plain supervised training (no distillation, as the original).
+- `scratch` (model=sws_descendant): the same ViT from its random init: the baseline twin.
+
+| switch       | faithful (the original)                         | fixed (default)                         |
+|--------------|-------------------------------------------------|-----------------------------------------|
+| norm         | aux: LayerNorm on tokens, then mean (eps 1e-5)  | aux: mean, then LayerNorm (eps 1e-6) as |
+|              | (model.variant)                                 | the descendant: replay = same function  |
+| heads        | descendant heads = aux heads / 2 (12 -> 6)      | descendant heads = aux heads            |
+| kd_reduction | KL summed, / (batch x classes) (DeiT)           | KL summed, / batch                      |
+"""
+import copy
+import logging
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from growth.engine.io import atomic_torch_save
+from growth.errors import ConfigError
+from growth.measure import count_params, forward_macs
+from growth.methods.base import Method
+from growth.methods.sws_cost import aux_summary, descendant_summary
+from growth.methods.sws_teacher import is_path, load_our_model, timm_teacher
+from growth.models import build_model, learngene
+
+log = logging.getLogger("growth")
+PHASES = ("aux", "descendant", "scratch")
+VARIANTS = ("fixed", "faithful")
+FAMILY = {"aux": "sws_aux", "descendant": "sws_descendant", "scratch": "sws_descendant"}
+
+
+def _choice(value, key, allowed):
+    if value not in allowed:
+        raise ConfigError(key, value, f"allowed: {', '.join(map(str, allowed))}")
+    return value
+
+
+def kd_loss(student, teacher, tau: float, per_class: bool):
+    """tau^2 * KL(softmax(t/tau) || softmax(s/tau)), summed, divided by the batch (or batch x classes)."""
+    kl = F.kl_div(F.log_softmax(student.float() / tau, 1), F.log_softmax(teacher.float() / tau, 1),
+                  reduction="sum", log_target=True)
+    return kl * tau * tau / (student.numel() if per_class else student.shape[0])
+
+
+class SWS(Method):
+    name = "sws"
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        m, model = cfg["method"], cfg["model"]
+        self.stage = _choice(m.get("phase", "aux"), "method.phase", PHASES)
+        self.variant = _choice(m.get("variant", "fixed"), "method.variant", VARIANTS)
+        self.kd_reduction = _choice(m.get("kd_reduction") or self.variant, "method.kd_reduction", VARIANTS)
+        if model.get("family") != FAMILY[self.stage]:
+            raise ConfigError("model", model.get("name"), f"method.phase={self.stage} needs model={FAMILY[self.stage]}")
+        self.alpha, self.tau = float(m.get("alpha", 1.0)), float(m.get("tau", 1.0))
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError("method.alpha", m.get("alpha"), "must be in [0, 1] (1 = pure distillation)")
+        if self.tau <= 0:
+            raise ConfigError("method.tau", m.get("tau"), "must be positive")
+        self.aux_epochs = int(cfg["trainer"]["epochs"])
+        self.teacher_epochs = 0
+        self.teacher_name, self.teacher_weights = m.get("teacher"), m.get("teacher_weights")
+        if self.stage == "aux":
+            self._check_teacher(m)
+        self.gene, self.gene_path, self.source = None, m.get("learngene"), None
+        if self.stage == "descendant":
+            self.gene = learngene.load(self.gene_path)
+            cfg_gene = self.gene["config"]
+            self.source = learngene.parse_source(m.get("layers_source", "auto"), model["depth"],
+                                                 len(cfg_gene["stage_repeats"]), cfg_gene["stage_repeats"])
+        self.load_head = _choice(m.get("load_head", "auto"), "method.load_head", ("auto", True, False))
+        self.scratch_epochs = m.get("scratch_epochs")
+        self.family_depths = list(m.get("family_depths") or [])
+        self.teacher, self.switched, self.teacher_info, self.heads = None, False, {}, None
+
+    def _check_teacher(self, m: dict) -> None:
+        epochs, name = m.get("teacher_epochs", 0), self.teacher_name
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ConfigError("method.teacher_epochs", epochs, "a non-negative integer")
+        self.teacher_epochs = epochs
+        if name is None:
+            if epochs:
+                raise ConfigError("method.teacher", None, "teacher_epochs > 0 trains a timm teacher: name one")
+            return
+        if is_path(str(name)):
+            if epochs:
+                raise ConfigError("method.teacher_epochs", epochs, "0 for a checkpoint teacher (already trained)")
+            return
+        if name not in timm.list_models():
+            raise ConfigError("method.teacher", name, "a timm model name, a checkpoint path (.pt), or null")
+        if not epochs and not self.teacher_weights:
+            raise ConfigError("method.teacher_weights", None, f"the timm teacher {name} needs its weights file, "
+                              "or method.teacher_epochs > 0 to train it in this run")
+
+    @property
+    def variants(self) -> dict:
+        out = {"variant": self.variant, "kd_reduction": self.kd_reduction}
+        if self.stage == "aux":
+            faithful = (self.cfg["model"].get("variant") or self.variant) == "faithful"
+            out["aux_norm"] = "norm_then_pool" if faithful else "pool_then_norm"
+        if self.heads:
+            out["heads"] = self.heads  # learngene -> descendant: a re-partition when they differ
+        return out
+
+    # ---- setup --------------------------------------------------------------------------------
+    def setup(self, trainer) -> None:
+        fresh = trainer.step == 0 and not trainer.model_replaced
+        if self.stage == "aux":
+            trainer.epochs = self.teacher_epochs + self.aux_epochs
+            if fresh and self.teacher_epochs:
+                self._start_teacher_phase(trainer)
+            elif fresh and self.teacher_name:
+                self._freeze_teacher(trainer, self._given_teacher(trainer))
+            self._event(trainer, "teacher" if self.teacher_epochs else "aux", trainer.model.arch_string())
+        elif self.stage == "descendant":
+            self._check_fits(trainer.model)
+            self.heads = f"{self.gene['config']['heads']}->{trainer.model.spec_kwargs()['heads']}"
+            if fresh:
+                learngene.init_descendant(trainer.model, self.gene, self.source, self._load_head(trainer))
+            self._event(trainer, "descendant", f"{self.gene_path} layers {','.join(map(str, self.source))}")
+        else:
+            self._event(trainer, "scratch", "random init")
+        if self.teacher is not None:
+            self.teacher.to(trainer.device)
+
+    def _event(self, trainer, where: str, what: str) -> None:
+        """The run's first phase_start (epoch 0), once: a run restarted before its first checkpoint keeps it."""
+        record = trainer.record
+        if not getattr(record, "write", True) or any(e["kind"] == "phase_start" for e in record.events()):
+            return
+        n = count_params(trainer.model)
+        record.add_event({"epoch": 0, "step": 0, "kind": "phase_start", "where": f"{where}: {what}",
+                          "arch_before": None, "arch_after": trainer.model.arch_string(), "params_before": n,
+                          "params_after": n, "max_abs_output_change": None})
+
+    def _given_teacher(self, trainer):
+        if is_path(str(self.teacher_name)):
+            return load_our_model(self.teacher_name, "method.teacher")
+        return timm_teacher(self.teacher_name, trainer.data.info, self.teacher_weights)
+
+    def _freeze_teacher(self, trainer, teacher) -> None:
+        self.teacher = copy.deepcopy(teacher).to(trainer.device).eval().requires_grad_(False)
+        with torch.no_grad():
+            out = self.teacher(trainer.probe[:2].to(trainer.device))
+        if out.shape[-1] != trainer.data.info["num_classes"]:
+            raise ConfigError("method.teacher", self.teacher_name, f"predicts {out.shape[-1]} classes, the data "
+                              f"have {trainer.data.info['num_classes']}")
+        self.teacher_info.update(teacher_params=count_params(teacher),
+                                 teacher_forward_macs=forward_macs(self.teacher, trainer.probe.to(trainer.device)))
+
+    def _start_teacher_phase(self, trainer) -> None:
+        """Train the timm teacher first; its cosine schedule spans its own epochs."""
+        trainer.replace_model(timm_teacher(self.teacher_name, trainer.data.info, self.teacher_weights))
+        trainer.restart_schedule(self.teacher_epochs * trainer.steps_per_epoch)
+
+    def _check_fits(self, model) -> None:
+        gene, kw = self.gene["config"], model.spec_kwargs()
+        for key in ("embed_dim", "mlp_ratio", "patch_size", "img_size", "in_chans"):
+            if gene[key] != kw[key]:
+                raise ConfigError(f"model.{key}", kw[key], f"must equal the learngene's {gene[key]}")
+
+    def _load_head(self, trainer) -> bool:
+        if self.load_head != "auto":
+            return self.load_head
+        data, info = self.gene.get("data", {}), trainer.data.info
+        return data.get("name") == info["name"] and data.get("num_classes") == info["num_classes"]
+
+    def phase(self, epoch: int) -> str:
+        if self.stage == "aux" and epoch <= self.teacher_epochs:
+            return "teacher"
+        return self.stage
+
+    # ---- training -----------------------------------------------------------------------------
+    def loss(self, model, x, y, trainer):
+        logits = model(x)
+        ce = F.cross_entropy(logits, y, label_smoothing=trainer.label_smoothing)
+        if self.stage != "aux" or self.teacher is None or self.alpha == 0:
+            return ce, logits
+        with torch.no_grad():
+            teacher = self.teacher(x)
+        kd = kd_loss(logits, teacher, self.tau, self.kd_reduction == "faithful")
+        return (kd if self.alpha == 1 else self.alpha * kd + (1 - self.alpha) * ce), logits
+
+    def on_epoch_end(self, trainer, epoch: int) -> list[dict]:
+        if self.stage != "aux" or self.switched or not self.teacher_epochs or epoch != self.teacher_epochs:
+            return []
+        teacher = trainer.model
+        self.teacher_info["teacher_val_acc"] = trainer.last_val_acc
+        self._freeze_teacher(trainer, teacher)
+        aux = build_model(self.cfg["model"], trainer.data.info)  # built now: a resume draws the same init
+        trainer.replace_model(aux, restart_schedule=True)
+        self.switched = True
+        log.info("sws: teacher %s (val acc %.4f) trained; distilling into %s", teacher.arch_string(),
+                 trainer.last_val_acc, aux.arch_string())
+        return [{"epoch": epoch, "step": trainer.step, "kind": "phase_start", "where": "aux",
+                 "arch_before": teacher.arch_string(), "arch_after": aux.arch_string(),
+                 "params_before": self.teacher_info["teacher_params"], "params_after": count_params(aux),
+                 "max_abs_output_change": None}]
+
+    # ---- results ------------------------------------------------------------------------------
+    def summary_extras(self, trainer) -> dict:
+        out = {"sws_phase": self.stage, "sws_depth": getattr(trainer.model, "depth", None)}
+        if self.stage == "aux":
+            out.update(teacher=self.teacher_name, teacher_epochs=self.teacher_epochs, kd_alpha=self.alpha,
+                       kd_tau=self.tau, **self.teacher_info)
+        if self.stage == "descendant":
+            out.update(learngene=str(self.gene_path), layers_source=",".join(map(str, self.source)))
+        return out
+
+    def finish(self, trainer, record) -> dict:
+        if self.stage == "aux":
+            gene, extras = aux_summary(self, trainer, record)
+            if record.write:
+                atomic_torch_save(extras["learngene_path"], gene)
+            log.info("sws: learngene (%s params) written to %s", f"{extras['learngene_params']:,}",
+                     extras["learngene_path"])
+            return extras
+        return descendant_summary(self, trainer)
+
+    # ---- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        # the frozen teacher goes in whole (a module: our deploy forms need not rebuild from a spec)
+        return {"switched": self.switched, "teacher_info": dict(self.teacher_info), "teacher": self.teacher}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.switched, self.teacher_info = state["switched"], dict(state["teacher_info"])
+        self.teacher = state.get("teacher")
+        if self.teacher is not None:
+            self.teacher.eval().requires_grad_(False)

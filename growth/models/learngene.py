@@ -1,0 +1,112 @@
+"""The learngene: what an SWS aux model passes on, as one file, and how a descendant is built from it.
+
+The file holds the S stage blocks, the patch and position embedding (the learngene proper), the final
+norm and the head (small; the head is used only for the same data), the aux config, and what the aux
+training cost, so that a descendant run can report the cost and storage ratios.
+
+`layers_source` gives each descendant layer the stage it starts from, in order: an explicit list, or
+`auto`, which splits the depth over the stages in proportion to the aux's stage repeats (one layer per
+stage first), so that `auto` at the aux's depth replays the aux schedule exactly.
+"""
+from pathlib import Path
+
+import torch
+
+from growth.errors import ConfigError
+
+FORMAT = "sws-learngene-1"
+GENE_KEYS = ("stages", "patch_embed", "pos_embed")  # the learngene proper (issue 9); norm and head ride along
+
+
+def extract(aux) -> dict:
+    """A learngene from a trained SWSAux (tensors cloned to the CPU)."""
+    cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}
+    return {"format": FORMAT, "config": aux.spec_kwargs(), "stages": [cpu(b.state_dict()) for b in aux.stages],
+            "patch_embed": cpu(aux.patch_embed.state_dict()), "pos_embed": aux.pos_embed.detach().cpu().clone(),
+            "norm": cpu(aux.norm.state_dict()), "head": cpu(aux.head.state_dict())}
+
+
+def _numel(part) -> int:
+    if isinstance(part, torch.Tensor):
+        return part.numel()
+    if isinstance(part, dict):
+        return sum(_numel(v) for v in part.values())
+    return sum(_numel(v) for v in part)
+
+
+def gene_params(gene: dict) -> int:
+    """Parameters of the learngene proper: stage blocks + patch embedding + position embedding."""
+    return sum(_numel(gene[k]) for k in GENE_KEYS)
+
+
+def file_params(gene: dict) -> int:
+    """Every parameter the file stores (the learngene plus final norm and head)."""
+    return gene_params(gene) + _numel(gene["norm"]) + _numel(gene["head"])
+
+
+def load(path, key: str = "method.learngene") -> dict:
+    if not path:
+        raise ConfigError(key, path, "a descendant needs a learngene file (an aux run's "
+                          "checkpoints/learngene.pt), or use method.phase=scratch")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(key, str(path), "learngene file does not exist (run the aux phase first)")
+    try:
+        gene = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # any unpickling failure: the file is unusable
+        raise ConfigError(key, str(path), f"learngene file is corrupt or unreadable ({type(e).__name__})") from None
+    if not isinstance(gene, dict) or gene.get("format") != FORMAT:
+        raise ConfigError(key, str(path), f"not a learngene file (format {FORMAT} expected)")
+    return gene
+
+
+def auto_source(depth: int, repeats: list[int]) -> list[int]:
+    """Stage of each of `depth` layers, in stage order. depth >= S: every stage gets one layer, the rest
+    go in proportion to (n_s - 1) by largest remainder (ties to earlier stages), so depth = sum(n_s)
+    gives the aux schedule. depth < S: `depth` stages evenly spaced from the first to the last."""
+    stages = len(repeats)
+    if depth < stages:
+        if depth == 1:
+            return [stages - 1]
+        return [round(i * (stages - 1) / (depth - 1)) for i in range(depth)]
+    spare, weights = depth - stages, [n - 1 for n in repeats]
+    total = sum(weights)
+    share = [spare * w / total if total else spare / stages for w in weights]
+    counts = [1 + int(s) for s in share]
+    order = sorted(range(stages), key=lambda i: (-(share[i] - int(share[i])), i))
+    for i in order[:depth - sum(counts)]:
+        counts[i] += 1
+    return [s for s, n in enumerate(counts) for _ in range(n)]
+
+
+def parse_source(value, depth: int, stages: int, repeats: list[int], key: str = "method.layers_source") -> list[int]:
+    """`auto`, a list of ints or a comma string ("0,0,1,...") -> one stage index per descendant layer."""
+    if value in (None, "auto"):
+        return auto_source(depth, repeats)
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        source = [int(str(v).strip()) for v in items]
+    except (TypeError, ValueError):
+        raise ConfigError(key, value, f"auto, or one stage index in [0, {stages - 1}] per layer") from None
+    if len(source) != depth:
+        raise ConfigError(key, value, f"needs one stage index per layer: length {len(source)} != model.depth {depth}")
+    bad = [s for s in source if not 0 <= s < stages]
+    if bad:
+        raise ConfigError(key, value, f"stage index {bad[0]} out of range: the learngene has {stages} stages "
+                          f"(0..{stages - 1})")
+    return source
+
+
+@torch.no_grad()
+def init_descendant(model, gene: dict, source: list[int], load_head: bool) -> None:
+    """Copy the learngene into a descendant (growth/models/sws_descendant.py) in place: patch and
+    position embedding, each layer from its source stage, the aux's final norm into fc_norm, and the
+    head when asked. Parameters keep their identity (the optimizer already holds them)."""
+    net = model.net
+    net.patch_embed.load_state_dict(gene["patch_embed"])
+    net.pos_embed.copy_(gene["pos_embed"])
+    for block, stage in zip(net.blocks, source):
+        block.load_state_dict(gene["stages"][stage])
+    net.fc_norm.load_state_dict(gene["norm"])
+    if load_head:
+        net.head.load_state_dict(gene["head"])
