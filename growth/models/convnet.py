@@ -14,6 +14,7 @@ from growth.arch import arch_string, parse_arch, parse_widths
 from growth.blocks import ConvBN, RepUnit
 from growth.errors import ConfigError
 from growth.models.base import SpecModel
+from growth.models.skippable import SkippableMixin
 
 
 class Downstream(nn.Module):
@@ -48,15 +49,18 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class StagedRepNet(SpecModel):
-    """stem -> [stage 0] -> down 1 -> [stage 1] -> ... -> pool -> fc. Subclasses give `make_block`."""
+class StagedRepNet(SkippableMixin, SpecModel):
+    """stem -> [stage 0] -> down 1 -> [stage 1] -> ... -> pool -> fc. Subclasses give `make_block`.
+
+    `skippable=True` (ADN, growth/models/skippable.py): each stage is a skip group; off by default."""
 
     DEFAULT_WIDTHS = {3: [64, 96, 128], 4: [64, 96, 128, 256]}
     STEM_BIAS = True  # the original's stem conv has a bias (ResNet, VGG) or not (MobileNet)
     DEFAULT_DOWNSTREAM_ACT = True
+    supports_skip = False  # families whose blocks are residual opt in (ADN)
 
     def __init__(self, depths=(1, 1, 1), widths=None, in_chans=3, num_classes=10, stem_stride=1,
-                 downstream_act=True, **family):
+                 downstream_act=True, skippable=False, **family):
         super().__init__()
         depths = [int(d) for d in depths]
         widths = list(widths or self.default_widths(len(depths)))
@@ -72,6 +76,10 @@ class StagedRepNet(SpecModel):
                                    for a, b in zip(widths[:-1], widths[1:]))
         self.fc = nn.Linear(widths[-1], num_classes)
         init_weights(self)
+        if skippable:
+            self.skippable = True
+            self.make_norms_switchable()  # after init: both norm sets start equal
+            self.set_skip(None)
 
     # ---- what a family defines ------------------------------------------------------------------
     @classmethod
@@ -104,7 +112,16 @@ class StagedRepNet(SpecModel):
     def spec_kwargs(self) -> dict:
         return {"depths": list(self.depths), "widths": list(self.widths), "in_chans": self.in_chans,
                 "num_classes": self.num_classes, "stem_stride": self.stem_stride,
-                "downstream_act": self.downstream_act, **self.family_kwargs()}
+                "downstream_act": self.downstream_act, **self.family_kwargs(),
+                **({"skippable": True} if self.skippable else {})}  # absent when off: specs unchanged
+
+    # ---- skip groups (ADN) ----------------------------------------------------------------------
+    def group_blocks(self) -> list[list[nn.Module]]:
+        return [list(stage) for stage in self.stages]
+
+    def plain_kwargs(self, keep: list[int]) -> dict:
+        kwargs = {k: v for k, v in self.spec_kwargs().items() if k != "skippable"}
+        return {**kwargs, "depths": list(keep)}
 
     def arch_string(self) -> str:
         return arch_string(self.depths)
@@ -119,8 +136,12 @@ class StagedRepNet(SpecModel):
         stride = cfg.get("stem_stride", "auto")
         if stride == "auto":
             stride = cls.auto_stem_stride(data["image_size"])
+        skippable = bool(cfg.get("skippable", False))
+        if skippable and not cls.supports_skip:
+            raise ConfigError("model.skippable", True, f"{cls.family} has no skippable sub-paths; "
+                              "use resnet_basic, resnet_bottleneck, mobilenet or vit")
         return cls(depths, widths, data["in_chans"], data["num_classes"], int(stride),
-                   bool(cfg.get("downstream_act", cls.DEFAULT_DOWNSTREAM_ACT)),
+                   bool(cfg.get("downstream_act", cls.DEFAULT_DOWNSTREAM_ACT)), skippable=skippable,
                    **cls.config_kwargs(cfg, len(depths)))
 
     # ---- growth API (growth/grow/ drives it) -----------------------------------------------------
@@ -148,5 +169,9 @@ class StagedRepNet(SpecModel):
         for i, stage in enumerate(self.stages):
             if i > 0:
                 x = self.downs[i - 1](x)
-            x = stage(x)
+            if self.skippable:
+                for block in self.active_blocks(i):
+                    x = block(x)
+            else:
+                x = stage(x)
         return self.fc(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))

@@ -70,10 +70,11 @@ class MobileNet(StagedRepNet):
     DEFAULT_WIDTHS = {3: [32, 64, 96], 4: [16, 32, 64, 96]}
     STEM_BIAS = False
     DEFAULT_DOWNSTREAM_ACT = False
+    supports_skip = True  # ADN: the second half of each stage of >= 2 blocks may be skipped
 
     def __init__(self, depths=(1, 1, 1), widths=None, in_chans=3, num_classes=10, stem_stride=2,
-                 downstream_act=False, kernels=None, expand=4, se=True, out_act="none"):
-        super().__init__(depths, widths, in_chans, num_classes, stem_stride, downstream_act,
+                 downstream_act=False, kernels=None, expand=4, se=True, out_act="none", skippable=False):
+        super().__init__(depths, widths, in_chans, num_classes, stem_stride, downstream_act, skippable,
                          kernels=kernels, expand=expand, se=se, out_act=out_act)
 
     def configure(self, kernels=None, expand=4, se=True, out_act="none"):

@@ -32,3 +32,4 @@ class BasicBlock(nn.Module):
 @register("resnet_basic")
 class ResNetBasic(StagedRepNet):
     block = BasicBlock
+    supports_skip = True  # ADN: the second half of each stage of >= 2 blocks may be skipped

@@ -37,6 +37,8 @@ class BottleneckBlock(nn.Module):
 
 @register("resnet_bottleneck")
 class ResNetBottleneck(StagedRepNet):
+    supports_skip = True  # ADN: the second half of each stage of >= 2 blocks may be skipped
+
     def configure(self, reduction=4):
         self.reduction = int(reduction)
 

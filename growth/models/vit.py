@@ -16,6 +16,7 @@ from torch import nn
 
 from growth.errors import ConfigError
 from growth.models import register
+from growth.models.skippable import SkippableMixin
 from growth.models.transformer import TransformerArch, init_linear_and_norm, parse_vit_arch
 
 
@@ -104,10 +105,22 @@ def _init(module):
     init_linear_and_norm(module, lambda w: nn.init.trunc_normal_(w, std=0.02))
 
 
+def group_sizes(depth: int, groups: int | None) -> list[int]:
+    """ADN's pseudo-stages: `groups` runs of consecutive blocks, as even as possible (earlier ones
+    larger). None: groups of 3 when 3 divides the depth (the original's ViT-B 12 = 4 x 3), else one."""
+    if groups is None:
+        groups = depth // 3 if depth >= 3 and depth % 3 == 0 else 1
+    groups = max(1, min(groups, depth)) if depth else 1
+    base, extra = divmod(depth, groups)
+    return [base + (g < extra) for g in range(groups)]
+
+
 @register("vit")
-class ViT(TransformerArch):
+class ViT(SkippableMixin, TransformerArch):
+    supports_skip = True
+
     def __init__(self, depth=2, heads=6, embed_dim=None, head_dim=64, patch_size=2, img_size=8, in_chans=1,
-                 num_classes=10, mlp_ratio=4.0, layer_heads=None):
+                 num_classes=10, mlp_ratio=4.0, layer_heads=None, skippable=False, skip_groups=None):
         super().__init__()
         self.embed_dim = int(embed_dim or head_dim * heads)
         self.head_dim, self.patch_size, self.img_size = head_dim, patch_size, img_size
@@ -124,6 +137,11 @@ class ViT(TransformerArch):
         self.norm = nn.LayerNorm(self.embed_dim)
         self.head = nn.Linear(self.embed_dim, num_classes)
         _init(self)
+        self.skip_groups = skip_groups
+        if skippable:  # ADN (growth/models/skippable.py); off by default
+            self.skippable = True
+            self.make_norms_switchable()
+            self.set_skip(None)
 
     def _block(self, heads) -> Block:
         return Block(self.embed_dim, heads, self.head_dim, self.mlp_ratio)
@@ -133,7 +151,23 @@ class ViT(TransformerArch):
         return {"depth": self.depth, "heads": self.heads, "embed_dim": self.embed_dim, "head_dim": self.head_dim,
                 "patch_size": self.patch_size, "img_size": self.img_size, "in_chans": self.in_chans,
                 "num_classes": self.num_classes, "mlp_ratio": self.mlp_ratio,
-                "layer_heads": [[g.heads for g in b.attn.groups] for b in self.blocks]}
+                "layer_heads": [[g.heads for g in b.attn.groups] for b in self.blocks],
+                **({"skippable": True, "skip_groups": self.skip_groups} if self.skippable else {})}
+
+    # ---- skip groups (ADN) ----------------------------------------------------------------------
+    def group_blocks(self) -> list[list[nn.Module]]:
+        if not self.skippable:
+            return [list(self.blocks)]
+        blocks, out = list(self.blocks), []
+        for n in group_sizes(len(blocks), self.skip_groups):
+            out.append(blocks[:n])
+            blocks = blocks[n:]
+        return out
+
+    def plain_kwargs(self, keep: list[int]) -> dict:
+        kwargs = {k: v for k, v in self.spec_kwargs().items() if k not in ("skippable", "skip_groups")}
+        kept = [b for g, blocks in enumerate(self.group_blocks()) for b in blocks[:keep[g]]]
+        return {**kwargs, "depth": len(kept), "layer_heads": [[g.heads for g in b.attn.groups] for b in kept]}
 
     @classmethod
     def from_config(cls, cfg: dict, data: dict) -> "ViT":
@@ -146,8 +180,13 @@ class ViT(TransformerArch):
         # heads are decoupled from the embedding width (attention dim = heads * head_dim): any embed_dim
         # works; null gives the original's 64 * heads
         embed = cfg.get("embed_dim")
+        groups = cfg.get("skip_groups")
+        if groups is not None and (isinstance(groups, bool) or not isinstance(groups, int)
+                                   or not 1 <= groups <= depth):
+            raise ConfigError("model.skip_groups", groups, f"null or an integer in [1, depth={depth}]")
         return cls(depth, heads, embed, int(cfg.get("head_dim", 64)), patch, data["image_size"], data["in_chans"],
-                   data["num_classes"], float(cfg.get("mlp_ratio", 4.0)))
+                   data["num_classes"], float(cfg.get("mlp_ratio", 4.0)),
+                   skippable=bool(cfg.get("skippable", False)), skip_groups=groups)
 
     def layer_saliency(self) -> list[float]:
         """Per block, mean |gamma| of its first LayerNorm: where AdaGrow inserts a new block."""
@@ -172,11 +211,16 @@ class ViT(TransformerArch):
 
     def forward(self, x):
         x = self.patch_embed(x) + self.pos_embed
-        for block in self.blocks:
+        blocks = self.blocks
+        if self.skippable and any(self.skip):
+            blocks = [b for g in range(len(self.group_blocks())) for b in self.active_blocks(g)]
+        for block in blocks:
             x = block(x)
         return self.head(self.norm(x.mean(dim=1)))
 
     def deploy(self) -> nn.Module:
+        if self.skippable:  # the plain export of the active skip config, then fused
+            return self.export_plain().deploy()
         fused = copy.deepcopy(self).eval()
         for block in fused.blocks:
             block.attn = block.attn.fused()

@@ -1,0 +1,239 @@
+"""Adaptive Depth Networks (ADN): one network, every depth. Each stage's last blocks are skippable; every
+step trains the super-net (no skips) on the labels and distils it into the base-net (all skips).
+
+Per step (METHODS.md 4.2), with z_s the super-net's and z_b the base-net's logits on the same batch:
+
+    loss = alpha * CE(z_s, y) + (1 - alpha) * T^2 * KL(softmax(z_s[idx].detach() / T) || softmax(z_b[idx] / T))
+
+idx = the super-net's top-k classes per sample (both distributions renormalised over them), KL averaged
+over the batch. The base-net gets no label loss; one backward and one optimizer step for both (the
+original's two backward passes accumulate the same gradient). Configs between base and super are never
+trained; `finish` evaluates all 2^S of them (accuracy, params, MACs, latency) and exports the chosen one.
+
+| switch | faithful (the original)                       | fixed (default)          |
+|--------|-----------------------------------------------|--------------------------|
+| topk   | k = top_k (500): fewer classes than k is an error | k = min(top_k, classes) |
+"""
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from growth.engine.io import atomic_torch_save
+from growth.errors import ConfigError
+from growth.measure import count_params, forward_macs, latency_ms, train_step_macs
+from growth.methods.base import Method
+from growth.models.skippable import all_configs, config_name
+
+log = logging.getLogger("growth")
+VARIANTS = ("fixed", "faithful")
+FAMILIES = "resnet_basic, resnet_bottleneck, mobilenet, vit"
+
+
+def topk_distill(teacher, student, k: int, temperature: float):
+    """T^2 * KL(teacher || student) over the teacher's top-k classes, batch mean. `teacher` is a target:
+    pass it detached."""
+    idx = teacher.float().topk(k, dim=1).indices
+    t = teacher.float().gather(1, idx) / temperature
+    s = student.float().gather(1, idx) / temperature
+    kl = F.kl_div(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1), reduction="batchmean", log_target=True)
+    return temperature ** 2 * kl
+
+
+def parse_skip(value, n: int, key: str) -> tuple[bool, ...]:
+    """'super', 'base', 'TFF' or [true, false, false] -> a tuple of n flags; anything else: ConfigError."""
+    if value == "super":
+        return (False,) * n
+    if value == "base":
+        return (True,) * n
+    if isinstance(value, str) and len(value) == n and set(value.upper()) <= {"T", "F"}:
+        return tuple(c == "T" for c in value.upper())
+    if isinstance(value, (list, tuple)) and len(value) == n and all(isinstance(v, bool) for v in value):
+        return tuple(value)
+    raise ConfigError(key, value, f"'super', 'base', {n} letters T/F (e.g. {'T' + 'F' * (n - 1)}) or a list "
+                                  f"of {n} booleans: one per skippable stage of this model")
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)  # DDP keeps the model in .module
+
+
+class ADN(Method):
+    name = "adn"
+    base_step_macs = 0  # per sample; measured in setup
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        m = cfg["method"]
+        self.variant = self._choice(m.get("variant", "fixed"), "method.variant")
+        self.topk_rule = self._choice(m.get("topk") or self.variant, "method.topk")
+        self.alpha = float(m.get("alpha", 0.5))
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError("method.alpha", self.alpha, "must be in [0, 1]")
+        self.temperature = float(m.get("temperature", 1.0))
+        if self.temperature <= 0:
+            raise ConfigError("method.temperature", self.temperature, "must be > 0")
+        self.top_k = m.get("top_k", 500)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ConfigError("method.top_k", self.top_k, "must be a positive integer")
+        self.eval_spec, self.export_spec = m.get("eval_configs", "all"), m.get("export", "base")
+        self.epoch_eval = bool(m.get("epoch_eval", True))
+        self.latency_batch = int(m.get("latency_batch", 64))
+        self.history, self._sub = [], {}
+
+    @staticmethod
+    def _choice(value, key):
+        if value not in VARIANTS:
+            raise ConfigError(key, value, f"allowed: {', '.join(VARIANTS)}")
+        return value
+
+    @property
+    def variants(self) -> dict:
+        return {"variant": self.variant, "topk": self.topk_rule}
+
+    # ---- setup: everything checked before the first step -----------------------------------------
+    def setup(self, trainer) -> None:
+        model = trainer.model
+        self.prepare(model)
+        model.set_skip(self.base)  # the base-net's training step costs MACs too (counted per sample)
+        self.base_step_macs = train_step_macs(model, trainer.probe.to(trainer.device))
+        model.set_skip(self.super)
+
+    def prepare(self, model) -> None:
+        """Check the model and the method's settings against it; fixes the configs and k."""
+        if not getattr(model, "skippable", False):
+            family = getattr(model, "family", type(model).__name__)
+            raise ConfigError("model.skippable", getattr(model, "skippable", None),
+                              f"adn needs a model built with skippable sub-paths ({FAMILIES}); got {family}")
+        n = model.num_skip_flags
+        if n == 0:
+            raise ConfigError("model.arch", model.arch_string(), "adn needs a stage with >= 2 blocks to skip, "
+                              "e.g. 2-2-2 (ViT: depth >= 2)")
+        self.super, self.base = (False,) * n, (True,) * n
+        self.k = self._k(model.num_classes)
+        self.configs = self._eval_configs(n)
+        self.exports = self._export_configs(n)
+
+    def _k(self, classes: int) -> int:
+        if self.topk_rule == "fixed":
+            return min(self.top_k, classes)
+        if self.top_k > classes:
+            raise ConfigError("method.top_k", self.top_k, f"faithful: the original's topk({self.top_k}) fails "
+                              f"with {classes} classes; use method.topk=fixed (k = min(top_k, classes))")
+        return self.top_k
+
+    def _eval_configs(self, n: int) -> list[tuple[bool, ...]]:
+        if self.eval_spec == "all":
+            return all_configs(n)
+        if self.eval_spec == "extremes":
+            return [self.super, self.base]
+        if isinstance(self.eval_spec, (list, tuple)) and self.eval_spec:
+            return list(dict.fromkeys(parse_skip(v, n, "method.eval_configs") for v in self.eval_spec))
+        raise ConfigError("method.eval_configs", self.eval_spec, "all, extremes, or a list of skip configs")
+
+    def _export_configs(self, n: int) -> list[tuple[bool, ...]]:
+        if self.export_spec is None:
+            return []
+        if self.export_spec == "all":
+            return all_configs(n)
+        return [parse_skip(self.export_spec, n, "method.export")]
+
+    # ---- one step: super-net and base-net ---------------------------------------------------------
+    def loss(self, model, x, y, trainer):
+        net = _unwrap(model)
+        net.set_skip(self.super)
+        z_super = model(x)
+        label_loss = F.cross_entropy(z_super, y, label_smoothing=trainer.label_smoothing)
+        net.set_skip(self.base)
+        try:
+            z_base = model(x)
+        finally:
+            net.set_skip(self.super)  # the rest of the engine (eval, sizes, deploy) sees the super-net
+        distill = topk_distill(z_super.detach(), z_base, self.k, self.temperature)
+        trainer.counters["train_macs_cum"] += len(y) * self.base_step_macs
+        return self.alpha * label_loss + (1 - self.alpha) * distill, z_super
+
+    # ---- sub-networks -----------------------------------------------------------------------------
+    def sub(self, model, cfg) -> dict:
+        """Arch and live params of one config's plain export (cached: the arch never changes)."""
+        if cfg not in self._sub:
+            plain = model.export_plain(cfg)
+            self._sub[cfg] = {"arch": plain.arch_string(), "params": count_params(plain)}
+        return self._sub[cfg]
+
+    def on_epoch_end(self, trainer, epoch: int) -> list[dict]:
+        """As the original: evaluate the base-net too after each epoch (the super-net is the val row)."""
+        if not self.epoch_eval:
+            return []
+        model = trainer.model
+        out_super = trainer.probe_output()
+        model.set_skip(self.base)
+        try:
+            val = trainer.evaluate(trainer.data.val)
+            change = (trainer.probe_output() - out_super).abs().max().item()
+        finally:
+            model.set_skip(self.super)
+        self.history.append({"epoch": epoch, "val_acc_super": trainer.last_val_acc, "val_acc_base": val["acc"]})
+        sup, base = self.sub(model, self.super), self.sub(model, self.base)
+        return [{"epoch": epoch, "step": trainer.step, "kind": "skip_eval", "where": config_name(self.base),
+                 "arch_before": sup["arch"], "arch_after": base["arch"], "params_before": sup["params"],
+                 "params_after": base["params"], "max_abs_output_change": change,
+                 "val_acc_super": trainer.last_val_acc, "val_acc_base": val["acc"], "val_loss_base": val["loss"]}]
+
+    # ---- after training: every config, and the export ---------------------------------------------
+    def finish(self, trainer, record) -> dict:
+        model = trainer.model
+        try:
+            rows = [self.evaluate_config(trainer, cfg) for cfg in self.configs]
+            exports = [self.export(trainer, record, cfg) for cfg in self.exports]
+        finally:
+            model.set_skip(self.super)
+        for r in rows:
+            log.info("adn %s arch %s params %s MACs %s | val %.4f test %.4f | %.3f ms | export diff %.1e",
+                     r["skip"], r["arch"], f"{r['params']:,}", f"{r['macs']:,}", r["val_acc"], r["test_acc"],
+                     r["latency_ms"], r["export_max_abs_diff"])
+        by_name = {r["skip"]: r for r in rows}
+        return {"adn_table": rows, "adn_exports": exports,
+                "adn_super_test_acc": by_name.get(config_name(self.super), {}).get("test_acc"),
+                "adn_base_test_acc": by_name.get(config_name(self.base), {}).get("test_acc")}
+
+    def evaluate_config(self, trainer, cfg) -> dict:
+        model = trainer.model
+        model.set_skip(cfg)
+        val, test = trainer.evaluate(trainer.data.val), trainer.evaluate(trainer.data.test)
+        out = trainer.probe_output()
+        with torch.random.fork_rng(devices=[]):  # measuring must not move the RNG
+            plain = model.export_plain(cfg)
+            deployed = plain.deploy()
+            probe = trainer.probe.to(trainer.device)
+            diff = (trainer.probe_output(deployed) - out).abs().max().item()
+            shape = tuple(probe.shape[1:])
+            return {"skip": config_name(cfg), "flags": list(cfg), "skipped_stages": sum(cfg),
+                    "arch": plain.arch_string(), "val_acc": val["acc"], "test_acc": test["acc"],
+                    "val_loss": val["loss"], "test_loss": test["loss"], "params": count_params(plain),
+                    "deploy_params": count_params(deployed), "macs": forward_macs(deployed, probe),
+                    # best of 3: a shared CPU adds noise, never speed
+                    "latency_ms": min(latency_ms(deployed, shape, batch=self.latency_batch) for _ in range(3)),
+                    "latency_batch": self.latency_batch, "export_max_abs_diff": diff}
+
+    def export(self, trainer, record, cfg) -> dict:
+        """checkpoints/adn_<cfg>.pt: the plain sub-network (spec + state, rebuildable with
+        growth.models.model_from_spec) and its fused deploy form."""
+        plain = trainer.model.export_plain(cfg)
+        path = record.dir / "checkpoints" / f"adn_{config_name(cfg)}.pt"
+        if getattr(record, "write", True):  # distributed: only the main rank writes
+            atomic_torch_save(path, {"skip": config_name(cfg), "arch_spec": plain.arch_spec(),
+                                     "state_dict": plain.state_dict(), "model": plain.deploy()})
+        return {"skip": config_name(cfg), "arch": plain.arch_string(), "path": str(path)}
+
+    # ---- record and resume ------------------------------------------------------------------------
+    def summary_extras(self, trainer) -> dict:
+        return {"adn": {"alpha": self.alpha, "temperature": self.temperature, "top_k": self.top_k,
+                        "k": getattr(self, "k", None), "skip_flags": len(getattr(self, "super", ())),
+                        "history": self.history}}
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state.get("history", []))
