@@ -1,0 +1,77 @@
+"""What every benchmark shares: interleaved A/B timing, medians and ratios, the config, the machine.
+
+Every number a benchmark reports is a ratio of two things timed side by side in one process: the
+repetitions of A and B alternate (A B, B A, A B, ...) so that drift in machine load (other processes,
+thermal state) falls on both, and medians drop the odd slow repetition.
+"""
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def median(values) -> float:
+    values = list(values)
+    if not values:
+        raise ValueError("median of no values")
+    return float(statistics.median(values))
+
+
+def ratio(numerator: float, denominator: float):
+    """numerator / denominator, or None when that is not a positive finite number."""
+    if not denominator or not math.isfinite(numerator) or not math.isfinite(denominator):
+        return None
+    r = numerator / denominator
+    return r if math.isfinite(r) and r > 0 else None
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleave(fns: dict, reps: int, warmup: int = 1) -> dict:
+    """Seconds per call of each named function: `warmup` untimed rounds, then `reps` timed rounds in
+    which the order is reversed every other round. Returns {name: [seconds, ...]}."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times = {name: [] for name in names}
+    for rep in range(reps):
+        for name in (names if rep % 2 == 0 else names[::-1]):
+            times[name].append(timed(fns[name]))
+    return times
+
+
+def compose(**overrides) -> dict:
+    """The Hydra config as run.py builds it, as a plain dict; keys as on the command line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=[f"{k}={v}" for k, v in overrides.items()])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    return {"device": f"cpu: {cpu_name()}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}",
+            "torch": torch.__version__, "python": platform.python_version()}
