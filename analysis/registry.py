@@ -20,7 +20,8 @@ from typing import Callable
 
 import pandas as pd
 
-from analysis import adagrow, cost, pareto, tables, trajectory
+from analysis import adagrow, adn, cost, pareto, reducenet, tables, trajectory
+from analysis import sws
 
 
 @dataclass(frozen=True)
@@ -42,4 +43,8 @@ PIECES = {
     "training_cost": Piece("Training cost: val accuracy vs cumulative training MACs", cost.training_cost),
     "adagrow": Piece("AdaGrow: method x grow mode, and the seed's table", adagrow.adagrow_tables,
                      methods=("adagrow",)),
+    "adn": Piece("ADN: every skip config vs individually trained nets", adn.adn_report, methods=("adn",)),
+    "reducenet": Piece("ReduceNet: teacher vs student vs the student's shape from scratch",
+                       reducenet.reducenet_pieces, methods=("reducenet",)),
+    "sws": Piece("Learngene SWS: descendants vs scratch per depth", sws.sws_pieces, methods=("sws",)),
 }

@@ -15,6 +15,8 @@ def register(family: str):
 def _load_all():
     # Imported here so that registering is a side effect of one place only.
     from growth.models import bert, mobilenet, resnet_basic, resnet_bottleneck, timm_model, vgg, vit  # noqa: F401
+    from growth.models import reducenet  # noqa: F401
+    from growth.models import sws, sws_descendant  # noqa: F401
 
 
 def create_model(family: str, **kwargs):
