@@ -20,14 +20,18 @@ def _rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_gloo_ranks_grow_twice_and_stay_identical(tmp_path):
-    torchrun = shutil.which("torchrun", path=str(ROOT / ".venv" / "bin")) or shutil.which("torchrun")
-    cmd = [torchrun or sys.executable, *([] if torchrun else ["-m", "torch.distributed.run"]),
-           "--standalone", "--nproc_per_node", "2", str(ROOT / "run.py"), f"hydra.run.dir={tmp_path / 'ddp'}",
-           *ARGS]
+def torchrun(run_dir, args):
+    """2 CPU processes; the run itself fails unless both ranks end with bit-identical weights."""
+    exe = shutil.which("torchrun", path=str(ROOT / ".venv" / "bin")) or shutil.which("torchrun")
+    cmd = [exe or sys.executable, *([] if exe else ["-m", "torch.distributed.run"]),
+           "--standalone", "--nproc_per_node", "2", str(ROOT / "run.py"), f"hydra.run.dir={run_dir}", *args]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+
+
+def test_two_gloo_ranks_grow_twice_and_stay_identical(tmp_path):
+    torchrun(tmp_path / "ddp", ARGS)
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["world_size"] == 2
     events = [json.loads(line) for line in (tmp_path / "ddp" / "events.jsonl").read_text().splitlines()]
@@ -39,6 +43,16 @@ def test_two_gloo_ranks_grow_twice_and_stay_identical(tmp_path):
     assert single.returncode == 0, single.stderr[-2000:]
     assert [r["arch"] for r in ddp_rows] == [r["arch"] for r in _rows(tmp_path / "single")]
     assert [r["params"] for r in ddp_rows] == [r["params"] for r in _rows(tmp_path / "single")]
+
+
+@pytest.mark.parametrize("args", [
+    ["method=adn", "model.widths=[8,12,16]"],  # two forwards (super and base net) before one backward
+    ["model=reducenet", "model.depth=8"],       # a model swap (teacher -> student) mid-run, KD from a frozen copy
+], ids=["adn", "reducenet"])
+def test_phased_methods_run_distributed(tmp_path, args):
+    torchrun(tmp_path, [*args, "trainer.epochs=2", "trainer.device=cpu", "trainer.progress=false"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 2
 
 
 def test_torchrun_without_a_run_dir_is_refused():
