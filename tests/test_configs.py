@@ -35,3 +35,16 @@ def test_preflight():
     assert {"resnet_basic", "resnet_bottleneck", "vgg", "mobilenet", "vit", "timm"} <= set(msg.split(": ")[-1].split(", "))
     assert "data='bogus'" in preflight(["-m", "data=digits,bogus"])
     assert preflight(["hydra.run.dir=x", "+model.extra=1"]) is None
+
+
+def _compose(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_a_model_may_pick_its_method_and_optimizer_but_the_command_line_wins():
+    assert _compose("model=sws_aux").optim.name == "adamw"
+    assert _compose("model=sws_aux").method.name == "sws"
+    assert _compose("model=sws_aux", "optim=sgd").optim.name == "sgd"
+    assert _compose("model=timm").method.name == "fixed"
+    assert _compose("model=resnet_basic").optim.name == "sgd"
