@@ -107,6 +107,8 @@ def print_report(summary: dict, run_dir: Path) -> None:
                   f"params {t['params_after']:>10,}  deployed {t['deploy_params_after']:>10,}")
         if summary.get("growth_stopped"):
             print(f"  growth stopped: {summary['growth_stopped']}")
+    for line in summary.get("report") or []:  # a method's own results (ReduceNet phases, SWS ratios)
+        print(line)
     if summary["status"] == "completed":
         print(f"fused model: {summary['deploy_params']:,} params, {summary['macs'] / 1e6:.2f} M MACs per sample "
               f"(training form {summary['params']:,} params; max |fused - unfused| "

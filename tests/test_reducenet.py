@@ -218,6 +218,8 @@ def test_digits_cli_runs_teacher_then_student(cli, tmp_path):
     for key in ("teacher_val_acc", "teacher_test_acc", "student_val_acc", "student_test_acc"):
         assert 0 <= s[key] <= 1
     assert s["student_test_acc"] == s["test_acc"]
+    assert f"teacher: val acc {s['teacher_val_acc']:.4f}" in r.stdout  # the end-of-run report shows both
+    assert f"student: val acc {s['student_val_acc']:.4f}" in r.stdout
     assert s["student_deploy_params"] == s["deploy_params"] < s["student_params"] < s["teacher_params"]
     assert 0 < s["student_macs"] == s["macs"] < s["teacher_macs"]
     assert s["fused_speedup"] > 0 and s["deploy_max_abs_diff"] < 1e-4

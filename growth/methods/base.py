@@ -38,6 +38,7 @@ class Method:
 
     def finish(self, trainer, record) -> dict:
         """After a completed run's test and deploy: extra evaluations or exports; keys join summary.json.
+        A `report` key (a list of short lines) is printed at the end of run.py's output.
         To train another model in a later phase, call `trainer.replace_model(model)` from on_epoch_end."""
         return {}
 

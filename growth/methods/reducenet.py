@@ -202,13 +202,21 @@ class ReduceNetMethod(Method):
                           "params_before": count_params(student), "params_after": count_params(deployed),
                           "max_abs_output_change": change})
         unfused_ms, fused_ms = self._latency(student, deployed, trainer.probe)
-        return {"teacher_test_acc": trainer.evaluate(trainer.data.test, self.teacher)["acc"],
-                "student_val_acc": trainer.last_val_acc,
-                "student_test_acc": trainer.evaluate(trainer.data.test, student)["acc"],
-                "student_params": count_params(student), "student_deploy_params": count_params(deployed),
-                "student_macs": forward_macs(deployed, trainer.probe.to(trainer.device)),
-                "unfused_latency_ms": unfused_ms, "fused_latency_ms": fused_ms,
-                "fused_speedup": unfused_ms / fused_ms, "speedup_batch": SPEED_BATCH}
+        out = {"teacher_test_acc": trainer.evaluate(trainer.data.test, self.teacher)["acc"],
+               "student_val_acc": trainer.last_val_acc,
+               "student_test_acc": trainer.evaluate(trainer.data.test, student)["acc"],
+               "student_params": count_params(student), "student_deploy_params": count_params(deployed),
+               "student_macs": forward_macs(deployed, trainer.probe.to(trainer.device)),
+               "unfused_latency_ms": unfused_ms, "fused_latency_ms": fused_ms,
+               "fused_speedup": unfused_ms / fused_ms, "speedup_batch": SPEED_BATCH}
+        t = self.teacher_info
+        out["report"] = [
+            f"teacher: val acc {t['teacher_val_acc']:.4f}, test acc {out['teacher_test_acc']:.4f}, "
+            f"{t['teacher_deploy_params']:,} params deployed, {t['teacher_macs'] / 1e6:.2f} M MACs",
+            f"student: val acc {out['student_val_acc']:.4f}, test acc {out['student_test_acc']:.4f}, "
+            f"{out['student_deploy_params']:,} params folded, {out['student_macs'] / 1e6:.2f} M MACs, "
+            f"folded {out['fused_speedup']:.2f}x faster than unfolded (batch {SPEED_BATCH})"]
+        return out
 
     @staticmethod
     def _latency(student, deployed, probe) -> tuple[float, float]:

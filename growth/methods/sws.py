@@ -225,8 +225,14 @@ class SWS(Method):
                 atomic_torch_save(extras["learngene_path"], gene)
             log.info("sws: learngene (%s params) written to %s", f"{extras['learngene_params']:,}",
                      extras["learngene_path"])
+            extras["report"] = [f"learngene: {extras['learngene_params']:,} params, "
+                                f"{extras['learngene_cost_macs'] / 1e9:.1f} GMACs to make, {extras['learngene_path']}"]
             return extras
-        return descendant_summary(self, trainer)
+        out = descendant_summary(self, trainer)
+        if "storage_ratio" in out:
+            out["report"] = [f"descendant: storage {out['storage_ratio']:.2f}x the learngene, training cost "
+                             f"with the learngene {out['cost_ratio']:.2f}x a {out['scratch_epochs']}-epoch scratch twin"]
+        return out
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
