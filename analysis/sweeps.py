@@ -46,6 +46,10 @@ def summarize_sweep(jobs, sweep_dir, exp: dict) -> list[tuple[str, str]]:
     table = exp.get("table") or {}
     rows = table.get("rows") or [k for k in (jobs[0]["keys"] if jobs else {}) if k != "seed"]
     metrics = table.get("metrics") or ["final_val_acc", "test_acc", "deploy_params", "train_macs_total"]
+    common = exp.get("common") or {}
+    for key in rows:  # a row key that no job varies (e.g. set in `common`): one value for every job
+        if key not in df.columns:
+            df[key] = common.get(key)
     md = mean_std_table(df, rows, metrics)
     text = f"# {exp.get('description', sweep_dir.name)}\n\n"
     text += md.to_markdown(index=False) if not md.empty else "(no completed runs)"

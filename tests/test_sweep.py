@@ -34,6 +34,24 @@ def test_dry_run_lists_every_experiment(cli, name):
     assert proc.stdout.count("[todo]") == n
 
 
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiments_results_table_builds(tmp_path, name):
+    """The collect step on made-up completed summaries: every `table.rows` key must resolve (a key set
+    only in `common` once broke sws_aux's table after its jobs had all run)."""
+    from analysis.sweeps import summarize_sweep
+    exp = load_experiment(ROOT / "experiments", name)
+    jobs = expand_jobs(exp)
+    for i, job in enumerate(jobs):
+        (tmp_path / job["name"]).mkdir()
+        (tmp_path / job["name"] / "summary.json").write_text(json.dumps(
+            {"status": "completed", "final_val_acc": 0.5, "test_acc": 0.5 + i / 1000, "params": 10,
+             "deploy_params": 9, "macs": 8, "train_macs_total": 7, "arch": "x"}))
+    assert summarize_sweep(jobs, tmp_path, exp) == []
+    text = (tmp_path / "results.md").read_text()
+    rows = (exp.get("table") or {}).get("rows") or []
+    assert all(r in text for r in rows) and "(no completed runs)" not in text
+
+
 def test_unknown_experiment_and_bad_option(cli, tmp_path):
     proc = cli(["nosuch", "--dry-run"], script="sweep.py")
     assert proc.returncode == 2 and "experiment='nosuch'" in proc.stderr and "smoke" in proc.stderr
