@@ -3,6 +3,8 @@
     keys = group_keys(runs)        # e.g. ["method.name", "grow_mode.name", "model.arch"]
     runs = with_groups(runs)       # adds "group" (a short label) and "group_index" (style within a method)
 """
+import math
+
 import pandas as pd
 
 SEED = "seed"
@@ -21,13 +23,20 @@ def short(key: str) -> str:
     return key[: -len(".name")] if key.endswith(".name") and key.count(".") == 1 else key
 
 
-def _as_text(runs: pd.DataFrame, keys) -> pd.DataFrame:
-    return runs[list(keys)].astype(object).where(runs[list(keys)].notna(), None).astype(str)
+def _text(value) -> str:
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    return "None" if missing else str(value)
+
+
+def as_text(runs: pd.DataFrame, keys) -> pd.DataFrame:
+    """Keys as plain strings, a missing value as "None". (pandas 3's astype(str) keeps NaN as NaN,
+    which then breaks a string join; values may also be lists, where pd.isna is elementwise.)"""
+    return runs[list(keys)].apply(lambda col: col.map(_text))
 
 
 def _determined(runs: pd.DataFrame, key: str, by: list[str]) -> bool:
     """Is `key` a function of the keys `by` over these runs (it splits no group of them)?"""
-    text = _as_text(runs, [key, *by])
+    text = as_text(runs, [key, *by])
     if not by:
         return text[key].nunique() <= 1
     return bool((text.groupby(by)[key].nunique() <= 1).all())
@@ -57,7 +66,7 @@ def with_groups(runs: pd.DataFrame) -> pd.DataFrame:
     "adagrow, grow_mode=depth" and "fixed, model.arch=1-1-1", not every key of every group."""
     runs = runs.copy()
     keys = group_keys(runs)
-    text = _as_text(runs, keys) if keys else pd.DataFrame(index=runs.index)
+    text = as_text(runs, keys) if keys else pd.DataFrame(index=runs.index)
     labels = pd.Series("", index=runs.index, dtype=object)
     for method, idx in runs.groupby("method", sort=False).groups.items():
         own = [k for k in keys if k != "method.name" and text.loc[idx, k].nunique() > 1]

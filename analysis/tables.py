@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.groups import group_keys, short
+from analysis.groups import as_text, group_keys, short
 from analysis.style import prefix
 
 # (summary field, header, kind): kind "acc" is shown in %, "count" and "macs" with a K/M/G prefix.
@@ -53,7 +53,7 @@ def summary_table(runs: pd.DataFrame, keys: list[str] | None = None, metrics=MET
     holds <metric>_mean, <metric>_std in the record's own units (for CSV). Both end with n, the seeds."""
     keys = group_keys(runs) if keys is None else keys
     metrics = [m for m in metrics if m[0] in runs.columns and runs[m[0]].notna().any()]
-    runs = runs.assign(_g=runs[keys].astype(str).agg("|".join, axis=1) if keys else "all")
+    runs = runs.assign(_g=as_text(runs, keys).agg("|".join, axis=1) if keys else "all")
     heads = {m[0]: metric_header(runs, *m) for m in metrics}
     display, numbers = [], []
     for _, g in runs.groupby("_g", sort=False):
