@@ -26,8 +26,9 @@ def test_expand_jobs_product_runs_seeds_and_names():
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_dry_run_lists_every_experiment(cli, name):
-    proc = cli([name, "--dry-run"], script="sweep.py")
+def test_dry_run_lists_every_experiment(cli, name, tmp_path):
+    # --out: a user's own finished runs under outputs/sweeps would show as [done]
+    proc = cli([name, "--dry-run", "--out", str(tmp_path / name)], script="sweep.py")
     assert proc.returncode == 0, proc.stderr
     n = len(expand_jobs(load_experiment(ROOT / "experiments", name)))
     assert f"sweep {name}: {n} jobs" in proc.stdout and f"{n} job(s) would be launched" in proc.stdout
