@@ -24,17 +24,10 @@ from growth.grow.init import initialize, normalize
 from growth.grow.modes import check_mode, growth_kind
 from growth.grow.policy import choose_stage, rank_units, sample_kernel
 from growth.measure import count_params
-from growth.methods.base import Method
+from growth.methods.base import Method, choice
 
 log = logging.getLogger("growth")
 SWITCHES = ("saliency", "transfer_buffers", "zero_init", "schedule", "threshold")
-VARIANTS = ("fixed", "faithful")
-
-
-def _variant(value, key):
-    if value not in VARIANTS:
-        raise ConfigError(key, value, f"allowed: {', '.join(VARIANTS)}")
-    return value
 
 
 class AdaGrow(Method):
@@ -44,8 +37,8 @@ class AdaGrow(Method):
     def __init__(self, cfg: dict):
         super().__init__(cfg)
         m, g = cfg["method"], cfg.get("grow", {})
-        self.variant = _variant(m.get("variant", "fixed"), "method.variant")
-        self.switches = {k: _variant(m.get(k) or self.variant, f"method.{k}") for k in SWITCHES}
+        self.variant = choice(m.get("variant", "fixed"), "method.variant")
+        self.switches = {k: choice(m.get(k) or self.variant, f"method.{k}") for k in SWITCHES}
         self.mode = check_mode(cfg["grow_mode"]["name"])
         self.init_cfg = dict(cfg["initializer"])
         self.init_name = normalize(self.init_cfg["name"])

@@ -22,11 +22,10 @@ import torch.nn.functional as F
 from growth.engine.io import atomic_torch_save
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs, latency_ms, train_step_macs
-from growth.methods.base import Method
+from growth.methods.base import Method, choice
 from growth.models.skippable import all_configs, config_name
 
 log = logging.getLogger("growth")
-VARIANTS = ("fixed", "faithful")
 FAMILIES = "resnet_basic, resnet_bottleneck, mobilenet, vit"
 
 
@@ -65,8 +64,8 @@ class ADN(Method):
     def __init__(self, cfg: dict):
         super().__init__(cfg)
         m = cfg["method"]
-        self.variant = self._choice(m.get("variant", "fixed"), "method.variant")
-        self.topk_rule = self._choice(m.get("topk") or self.variant, "method.topk")
+        self.variant = choice(m.get("variant", "fixed"), "method.variant")
+        self.topk_rule = choice(m.get("topk") or self.variant, "method.topk")
         self.alpha = float(m.get("alpha", 0.5))
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError("method.alpha", self.alpha, "must be in [0, 1]")
@@ -80,12 +79,6 @@ class ADN(Method):
         self.epoch_eval = bool(m.get("epoch_eval", True))
         self.latency_batch = int(m.get("latency_batch", 64))
         self.history, self._sub = [], {}
-
-    @staticmethod
-    def _choice(value, key):
-        if value not in VARIANTS:
-            raise ConfigError(key, value, f"allowed: {', '.join(VARIANTS)}")
-        return value
 
     @property
     def variants(self) -> dict:

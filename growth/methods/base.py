@@ -5,6 +5,17 @@ registers new parameters and carries everything else across.
 """
 import torch.nn.functional as F
 
+from growth.errors import ConfigError
+
+VARIANTS = ("fixed", "faithful")  # every method's faithful/fixed switches take these values
+
+
+def choice(value, key: str, allowed=VARIANTS):
+    """`value` if it is one of `allowed`, else a one-line ConfigError naming the key."""
+    if value not in allowed:
+        raise ConfigError(key, value, f"allowed: {', '.join(map(str, allowed))}")
+    return value
+
 
 class Method:
     name = "base"

@@ -28,12 +28,11 @@ import torch.nn.functional as F
 from growth.blocks.reducenet import init_lora_from_branch1, lambda_at
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs, latency_ms
-from growth.methods.base import Method
+from growth.methods.base import Method, choice
 from growth.models import create_model, model_from_spec
 from growth.models.reducenet import FREEZE
 
 log = logging.getLogger("growth")
-VARIANTS = ("fixed", "faithful")
 SPEED_BATCH, SPEED_ROUNDS = 64, 5
 
 
@@ -49,12 +48,6 @@ def kd_loss(student, teacher, y, alpha: float, temperature: float, reduction: st
     if reduction == "mean":  # written out: torch warns that its "mean" will become "batchmean"
         kl = kl / student.shape[1]
     return alpha * t * t * kl + (1 - alpha) * ce
-
-
-def _choice(value, key, allowed):
-    if value not in allowed:
-        raise ConfigError(key, value, f"allowed: {', '.join(map(str, allowed))}")
-    return value
 
 
 def phase_epochs(epochs: int, same_budget: bool, fraction: float) -> tuple[int, int]:
@@ -73,8 +66,8 @@ class ReduceNetMethod(Method):
     def __init__(self, cfg: dict):
         super().__init__(cfg)
         m = cfg["method"]
-        self.variant = _choice(m.get("variant", "fixed"), "method.variant", VARIANTS)
-        self.kd_reduction = _choice(m.get("kd_reduction") or self.variant, "method.kd_reduction", VARIANTS)
+        self.variant = choice(m.get("variant", "fixed"), "method.variant")
+        self.kd_reduction = choice(m.get("kd_reduction") or self.variant, "method.kd_reduction")
         self.alpha, self.temperature = float(m.get("alpha", 0.7)), float(m.get("temperature", 5.0))
         if not 0 <= self.alpha <= 1:
             raise ConfigError("method.alpha", m.get("alpha"), "must be in [0, 1] (0 = plain cross-entropy)")
@@ -83,7 +76,7 @@ class ReduceNetMethod(Method):
         self.freeze = list(m.get("freeze") or [])
         if any(f not in FREEZE for f in self.freeze):
             raise ConfigError("method.freeze", self.freeze, f"a list of: {', '.join(FREEZE)}")
-        self.same_budget = _choice(m.get("same_budget", True), "method.same_budget", (True, False))
+        self.same_budget = choice(m.get("same_budget", True), "method.same_budget", (True, False))
         fraction = float(m.get("teacher_fraction", 0.5))
         if not 0 < fraction < 1:
             raise ConfigError("method.teacher_fraction", fraction, "must be in (0, 1)")

@@ -28,21 +28,14 @@ import torch.nn.functional as F
 from growth.engine.io import atomic_torch_save
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs
-from growth.methods.base import Method
+from growth.methods.base import Method, choice
 from growth.methods.sws_cost import aux_summary, descendant_summary
 from growth.methods.sws_teacher import is_path, load_our_model, timm_teacher
 from growth.models import build_model, learngene
 
 log = logging.getLogger("growth")
 PHASES = ("aux", "descendant", "scratch")
-VARIANTS = ("fixed", "faithful")
 FAMILY = {"aux": "sws_aux", "descendant": "sws_descendant", "scratch": "sws_descendant"}
-
-
-def _choice(value, key, allowed):
-    if value not in allowed:
-        raise ConfigError(key, value, f"allowed: {', '.join(map(str, allowed))}")
-    return value
 
 
 def kd_loss(student, teacher, tau: float, per_class: bool):
@@ -58,9 +51,9 @@ class SWS(Method):
     def __init__(self, cfg: dict):
         super().__init__(cfg)
         m, model = cfg["method"], cfg["model"]
-        self.stage = _choice(m.get("phase", "aux"), "method.phase", PHASES)
-        self.variant = _choice(m.get("variant", "fixed"), "method.variant", VARIANTS)
-        self.kd_reduction = _choice(m.get("kd_reduction") or self.variant, "method.kd_reduction", VARIANTS)
+        self.stage = choice(m.get("phase", "aux"), "method.phase", PHASES)
+        self.variant = choice(m.get("variant", "fixed"), "method.variant")
+        self.kd_reduction = choice(m.get("kd_reduction") or self.variant, "method.kd_reduction")
         if model.get("family") != FAMILY[self.stage]:
             raise ConfigError("model", model.get("name"), f"method.phase={self.stage} needs model={FAMILY[self.stage]}")
         self.alpha, self.tau = float(m.get("alpha", 1.0)), float(m.get("tau", 1.0))
@@ -79,7 +72,7 @@ class SWS(Method):
             cfg_gene = self.gene["config"]
             self.source = learngene.parse_source(m.get("layers_source", "auto"), model["depth"],
                                                  len(cfg_gene["stage_repeats"]), cfg_gene["stage_repeats"])
-        self.load_head = _choice(m.get("load_head", "auto"), "method.load_head", ("auto", True, False))
+        self.load_head = choice(m.get("load_head", "auto"), "method.load_head", ("auto", True, False))
         self.scratch_epochs = m.get("scratch_epochs")
         self.family_depths = list(m.get("family_depths") or [])
         self.teacher, self.switched, self.teacher_info, self.heads = None, False, {}, None
