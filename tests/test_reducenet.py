@@ -13,7 +13,8 @@ from growth.engine.record import RunRecord
 from growth.errors import ConfigError
 from growth.measure import count_params
 from growth.methods import METHODS
-from growth.methods.reducenet import ReduceNetMethod, kd_loss, phase_epochs
+from growth.methods.distill import kd_loss
+from growth.methods.reducenet import ReduceNetMethod, phase_epochs
 from growth.models import create_model
 from tests.conftest import TINY, max_diff, out, tiny_cfg
 
@@ -115,16 +116,16 @@ def test_new_lora_starts_silent():
 def test_kd_alpha_zero_is_cross_entropy():
     g = torch.Generator().manual_seed(0)
     s, t, y = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g), torch.arange(6)
-    for reduction in ("mean", "batchmean"):
-        assert torch.equal(kd_loss(s, t, y, 0.0, 5.0, reduction), F.cross_entropy(s, y))
+    for per_class in (True, False):  # faithful (KLDivLoss 'mean') and fixed ('batchmean')
+        assert torch.equal(kd_loss(s, t, y, 0.0, 5.0, per_class), F.cross_entropy(s, y))
 
 
 def test_kd_faithful_divides_kl_by_classes():
     g = torch.Generator().manual_seed(0)
     s, t, y = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g), torch.arange(6)
-    kl = lambda r: kd_loss(s, t, y, 1.0, 5.0, r)  # alpha 1: the KL term alone
-    assert kl("mean").item() == pytest.approx(kl("batchmean").item() / 10, rel=1e-5)
-    assert kl("batchmean").item() > 0 and kd_loss(s, s, y, 1.0, 5.0).abs().item() < 1e-5
+    kl = lambda per_class: kd_loss(s, t, y, 1.0, 5.0, per_class)  # alpha 1: the KL term alone
+    assert kl(True).item() == pytest.approx(kl(False).item() / 10, rel=1e-5)
+    assert kl(False).item() > 0 and kd_loss(s, s, y, 1.0, 5.0).abs().item() < 1e-5
 
 
 def test_student_loss_with_alpha_zero_never_runs_the_teacher():

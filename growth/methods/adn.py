@@ -23,6 +23,7 @@ from growth.engine.io import atomic_torch_save
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs, latency_ms, train_step_macs
 from growth.methods.base import Method, choice
+from growth.methods.distill import soft_kl
 from growth.models.skippable import all_configs, config_name
 
 log = logging.getLogger("growth")
@@ -33,10 +34,7 @@ def topk_distill(teacher, student, k: int, temperature: float):
     """T^2 * KL(teacher || student) over the teacher's top-k classes, batch mean. `teacher` is a target:
     pass it detached."""
     idx = teacher.float().topk(k, dim=1).indices
-    t = teacher.float().gather(1, idx) / temperature
-    s = student.float().gather(1, idx) / temperature
-    kl = F.kl_div(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1), reduction="batchmean", log_target=True)
-    return temperature ** 2 * kl
+    return soft_kl(student.float().gather(1, idx), teacher.float().gather(1, idx), temperature)
 
 
 def parse_skip(value, n: int, key: str) -> tuple[bool, ...]:

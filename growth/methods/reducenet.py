@@ -29,25 +29,12 @@ from growth.blocks.reducenet import init_lora_from_branch1, lambda_at
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs, latency_ms
 from growth.methods.base import Method, choice
+from growth.methods.distill import kd_loss
 from growth.models import create_model, model_from_spec
 from growth.models.reducenet import FREEZE
 
 log = logging.getLogger("growth")
 SPEED_BATCH, SPEED_ROUNDS = 64, 5
-
-
-def kd_loss(student, teacher, y, alpha: float, temperature: float, reduction: str = "batchmean",
-            label_smoothing: float = 0.0):
-    """alpha*T^2*KL(softmax(t/T) || softmax(s/T)) + (1 - alpha)*CE(s, y). `reduction` "mean" is the
-    original's nn.KLDivLoss() default (divides by batch x classes); "batchmean" divides by batch."""
-    ce = F.cross_entropy(student, y, label_smoothing=label_smoothing)
-    if alpha == 0:
-        return ce
-    t = temperature
-    kl = F.kl_div(F.log_softmax(student.float() / t, 1), F.softmax(teacher.float() / t, 1), reduction="batchmean")
-    if reduction == "mean":  # written out: torch warns that its "mean" will become "batchmean"
-        kl = kl / student.shape[1]
-    return alpha * t * t * kl + (1 - alpha) * ce
 
 
 def phase_epochs(epochs: int, same_budget: bool, fraction: float) -> tuple[int, int]:
@@ -130,8 +117,7 @@ class ReduceNetMethod(Method):
         if self.alpha > 0:
             with torch.no_grad():
                 teacher = self.teacher(x)
-        reduction = "mean" if self.kd_reduction == "faithful" else "batchmean"
-        return kd_loss(logits, teacher, y, self.alpha, self.temperature, reduction,
+        return kd_loss(logits, teacher, y, self.alpha, self.temperature, self.kd_reduction == "faithful",
                        trainer.label_smoothing), logits
 
     def on_epoch_end(self, trainer, epoch: int) -> list[dict]:

@@ -23,12 +23,12 @@ import logging
 
 import timm
 import torch
-import torch.nn.functional as F
 
 from growth.engine.io import atomic_torch_save
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs
 from growth.methods.base import Method, choice
+from growth.methods.distill import kd_loss
 from growth.methods.sws_cost import aux_summary, descendant_summary
 from growth.methods.sws_teacher import is_path, load_our_model, timm_teacher
 from growth.models import build_model, learngene
@@ -36,13 +36,6 @@ from growth.models import build_model, learngene
 log = logging.getLogger("growth")
 PHASES = ("aux", "descendant", "scratch")
 FAMILY = {"aux": "sws_aux", "descendant": "sws_descendant", "scratch": "sws_descendant"}
-
-
-def kd_loss(student, teacher, tau: float, per_class: bool):
-    """tau^2 * KL(softmax(t/tau) || softmax(s/tau)), summed, divided by the batch (or batch x classes)."""
-    kl = F.kl_div(F.log_softmax(student.float() / tau, 1), F.log_softmax(teacher.float() / tau, 1),
-                  reduction="sum", log_target=True)
-    return kl * tau * tau / (student.numel() if per_class else student.shape[0])
 
 
 class SWS(Method):
@@ -177,13 +170,13 @@ class SWS(Method):
     # ---- training -----------------------------------------------------------------------------
     def loss(self, model, x, y, trainer):
         logits = model(x)
-        ce = F.cross_entropy(logits, y, label_smoothing=trainer.label_smoothing)
-        if self.stage != "aux" or self.teacher is None or self.alpha == 0:
-            return ce, logits
-        with torch.no_grad():
-            teacher = self.teacher(x)
-        kd = kd_loss(logits, teacher, self.tau, self.kd_reduction == "faithful")
-        return (kd if self.alpha == 1 else self.alpha * kd + (1 - self.alpha) * ce), logits
+        distil = self.stage == "aux" and self.teacher is not None and self.alpha > 0
+        teacher = None
+        if distil:
+            with torch.no_grad():
+                teacher = self.teacher(x)
+        return kd_loss(logits, teacher, y, self.alpha if distil else 0.0, self.tau,
+                       self.kd_reduction == "faithful", trainer.label_smoothing), logits
 
     def on_epoch_end(self, trainer, epoch: int) -> list[dict]:
         if self.stage != "aux" or self.switched or not self.teacher_epochs or epoch != self.teacher_epochs:
