@@ -1,11 +1,13 @@
 """The method interface the trainer calls. Methods are small: shared logic lives in grow/, blocks/, engine/.
 
-A method never touches the optimizer: when it changes the model it returns event rows, and the engine
-registers new parameters and carries everything else across.
+A method never touches the optimizer itself: when it grows the model it returns event rows, and the
+engine registers new parameters and carries everything else across; at a phase switch it asks the
+trainer for a new model or schedule (`trainer.replace_model`, `trainer.restart_schedule`).
 """
 import torch.nn.functional as F
 
 from growth.errors import ConfigError
+from growth.measure import count_params
 
 VARIANTS = ("fixed", "faithful")  # every method's faithful/fixed switches take these values
 
@@ -15,6 +17,18 @@ def choice(value, key: str, allowed=VARIANTS):
     if value not in allowed:
         raise ConfigError(key, value, f"allowed: {', '.join(map(str, allowed))}")
     return value
+
+
+def record_first_phase(trainer, where: str) -> None:
+    """A phased method's first phase_start event (epoch 0), written once: a run restarted before its
+    first checkpoint already has it."""
+    record = trainer.record
+    if not record.write or any(e["kind"] == "phase_start" for e in record.events()):
+        return
+    n = count_params(trainer.model)
+    record.add_event({"epoch": 0, "step": 0, "kind": "phase_start", "where": where, "arch_before": None,
+                      "arch_after": trainer.model.arch_string(), "params_before": n, "params_after": n,
+                      "max_abs_output_change": None})
 
 
 class Method:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from growth.blocks.reducenet import init_lora_from_branch1, lambda_at
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs, latency_ms
-from growth.methods.base import Method, choice
+from growth.methods.base import Method, choice, record_first_phase
 from growth.methods.distill import kd_loss
 from growth.models import create_model, model_from_spec
 from growth.models.reducenet import FREEZE
@@ -88,18 +88,9 @@ class ReduceNetMethod(Method):
         if trainer.step == 0 and not trainer.model_replaced:
             # a fresh run: the teacher's cosine spans its own phase (the student's starts at the switch)
             trainer.restart_schedule(self.teacher_epochs * spe)
-            self._teacher_start_event(trainer)
+            record_first_phase(trainer, "teacher")
         if self.teacher is not None:
             self.teacher.to(trainer.device)
-
-    def _teacher_start_event(self, trainer) -> None:
-        record = trainer.record
-        if not getattr(record, "write", True) or any(e["kind"] == "phase_start" for e in record.events()):
-            return
-        n = count_params(trainer.model)
-        record.add_event({"epoch": 0, "step": 0, "kind": "phase_start", "where": "teacher",
-                          "arch_before": None, "arch_after": trainer.model.arch_string(), "params_before": n,
-                          "params_after": n, "max_abs_output_change": None})
 
     def phase(self, epoch: int) -> str:
         return "teacher" if epoch <= self.teacher_epochs else "student"

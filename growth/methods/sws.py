@@ -27,7 +27,7 @@ import torch
 from growth.engine.io import atomic_torch_save
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs
-from growth.methods.base import Method, choice
+from growth.methods.base import Method, choice, record_first_phase
 from growth.methods.distill import kd_loss
 from growth.methods.sws_cost import aux_summary, descendant_summary
 from growth.methods.sws_teacher import is_path, load_our_model, timm_teacher
@@ -108,27 +108,18 @@ class SWS(Method):
                 self._start_teacher_phase(trainer)
             elif fresh and self.teacher_name:
                 self._freeze_teacher(trainer, self._given_teacher(trainer))
-            self._event(trainer, "teacher" if self.teacher_epochs else "aux", trainer.model.arch_string())
+            first = "teacher" if self.teacher_epochs else "aux"
+            record_first_phase(trainer, f"{first}: {trainer.model.arch_string()}")
         elif self.stage == "descendant":
             self._check_fits(trainer.model)
             self.heads = f"{self.gene['config']['heads']}->{trainer.model.spec_kwargs()['heads']}"
             if fresh:
                 learngene.init_descendant(trainer.model, self.gene, self.source, self._load_head(trainer))
-            self._event(trainer, "descendant", f"{self.gene_path} layers {','.join(map(str, self.source))}")
+            record_first_phase(trainer, f"descendant: {self.gene_path} layers {','.join(map(str, self.source))}")
         else:
-            self._event(trainer, "scratch", "random init")
+            record_first_phase(trainer, "scratch: random init")
         if self.teacher is not None:
             self.teacher.to(trainer.device)
-
-    def _event(self, trainer, where: str, what: str) -> None:
-        """The run's first phase_start (epoch 0), once: a run restarted before its first checkpoint keeps it."""
-        record = trainer.record
-        if not getattr(record, "write", True) or any(e["kind"] == "phase_start" for e in record.events()):
-            return
-        n = count_params(trainer.model)
-        record.add_event({"epoch": 0, "step": 0, "kind": "phase_start", "where": f"{where}: {what}",
-                          "arch_before": None, "arch_after": trainer.model.arch_string(), "params_before": n,
-                          "params_after": n, "max_abs_output_change": None})
 
     def _given_teacher(self, trainer):
         if is_path(str(self.teacher_name)):
