@@ -125,13 +125,8 @@ class Bert(TransformerArch):
         self.config.num_hidden_layers = self.depth
         return layer
 
-    def grow_heads(self, n: int = 1) -> list:
-        """Add `n` heads to every layer; returns the new head groups."""
-        self.num_heads += n
-        new = [layer.attn.add_heads(n) for layer in self.layers]
-        for g in new:
-            _init(g)
-        return new
+    def init_new(self, module) -> None:
+        _init(module)
 
     def forward(self, ids):
         keep = ids != self.pad_id

@@ -48,6 +48,18 @@ class TransformerArch(SpecModel):
     def arch_string(self) -> str:
         return f"d{self.depth}h{self.heads}"
 
+    def init_new(self, module) -> None:
+        """Initialise a module this model just built (each family has its own Linear init)."""
+        raise NotImplementedError
+
+    def grow_heads(self, n: int = 1) -> list:
+        """Add `n` heads to every layer; returns the new head groups."""
+        self.num_heads += n
+        new = [b.attn.add_heads(n) for b in self.blocks]
+        for g in new:
+            self.init_new(g)
+        return new
+
     @staticmethod
     def parse_max_arch(text) -> dict:
         depth, heads = parse_vit_arch(text, "model.max_arch")

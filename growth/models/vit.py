@@ -201,13 +201,8 @@ class ViT(SkippableMixin, TransformerArch):
         self.blocks.insert(len(self.blocks) if position is None else position, block)
         return block
 
-    def grow_heads(self, n: int = 1) -> list[HeadGroup]:
-        """Add `n` heads to every layer; returns the new head groups."""
-        self.num_heads += n
-        new = [b.attn.add_heads(n) for b in self.blocks]
-        for g in new:
-            _init(g)
-        return new
+    def init_new(self, module) -> None:
+        _init(module)
 
     def forward(self, x):
         x = self.patch_embed(x) + self.pos_embed
