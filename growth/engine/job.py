@@ -195,5 +195,4 @@ def _summary(cfg, trainer: Trainer, status, error, extras, wall) -> dict:
         "train_macs_total": trainer.counters["train_macs_cum"], "samples_seen": trainer.counters["samples_seen"],
         "device": str(trainer.device), "world_size": trainer.dist.world,
         "git_commit": git_commit(), "versions": versions(),
-        **trainer.method.summary_extras(trainer), **{k: v for k, v in extras.items() if k not in
-                                                     ("test_acc", "test_loss", "deploy_max_abs_diff")}}
+        **trainer.method.summary_extras(trainer), **extras}  # extras: test results and method.finish's keys
