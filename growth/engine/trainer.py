@@ -31,7 +31,7 @@ class Trainer:
             log.warning("trainer.channels_last=true needs CUDA; using the default memory format on %s", device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.epochs = int(trainer_cfg["epochs"])
+        self.epochs = method.total_epochs(int(trainer_cfg["epochs"]))
         self.label_smoothing = float(trainer_cfg.get("label_smoothing", 0.0))
         self.grad_clip = float(trainer_cfg.get("grad_clip", 0) or 0)
         self.optimizer = build_optimizer(self.model, optim_cfg)

@@ -45,6 +45,10 @@ class Method:
     def setup(self, trainer) -> None:
         """Called once the model, data and optimizer exist (and after a resume)."""
 
+    def total_epochs(self, epochs: int) -> int:
+        """How many epochs the run trains, from trainer.epochs (a phased method may add its phases)."""
+        return epochs
+
     def phase(self, epoch: int) -> str:
         return "train"
 

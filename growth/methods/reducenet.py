@@ -78,12 +78,14 @@ class ReduceNetMethod(Method):
     def variants(self) -> dict:
         return {"variant": self.variant, "kd_reduction": self.kd_reduction, "same_budget": self.same_budget}
 
+    def total_epochs(self, epochs: int) -> int:
+        return self.teacher_epochs + self.student_epochs
+
     # ---- setup --------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
         if getattr(trainer.model, "family", None) != "reducenet":
             raise ConfigError("model", getattr(trainer.model, "family", type(trainer.model).__name__),
                               "method=reducenet needs model=reducenet")
-        trainer.epochs = self.teacher_epochs + self.student_epochs
         spe = trainer.steps_per_epoch
         if trainer.step == 0 and not trainer.model_replaced:
             # a fresh run: the teacher's cosine spans its own phase (the student's starts at the switch)

@@ -99,11 +99,13 @@ class SWS(Method):
             out["heads"] = self.heads  # learngene -> descendant: a re-partition when they differ
         return out
 
+    def total_epochs(self, epochs: int) -> int:
+        return self.teacher_epochs + self.aux_epochs if self.stage == "aux" else epochs
+
     # ---- setup --------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
         fresh = trainer.step == 0 and not trainer.model_replaced
         if self.stage == "aux":
-            trainer.epochs = self.teacher_epochs + self.aux_epochs
             if fresh and self.teacher_epochs:
                 self._start_teacher_phase(trainer)
             elif fresh and self.teacher_name:
