@@ -184,7 +184,8 @@ def test_zero_head_growth_preserves_function_and_fuses(seed):
             p.add_(torch.randn_like(p) * 0.05)
     deployed = m.deploy()
     assert (deployed(x) - m(x)).abs().max().item() < 1e-5
-    assert all(len(layer.attn.groups) == 1 for layer in deployed.layers) and m.arch_string().endswith("h4")
+    assert m.arch_string().endswith("h4")
+    assert all(layer.qkv.out_features == 3 * m.heads * m.head_dim for layer in deployed.layers)
 
 
 def test_ungated_post_ln_depth_growth_is_kept_only_when_the_feeding_norm_is_uniform():
@@ -217,6 +218,22 @@ def test_gated_depth_growth_keeps_the_function_and_the_gate_learns(position):
     rebuilt = Bert.from_spec(m.arch_spec())
     rebuilt.load_state_dict(m.state_dict())
     assert rebuilt.layers[position].gate is not None and rebuilt.arch_string() == "d3h2"
+
+
+def test_deploy_of_a_grown_gated_bert_is_the_same_function_in_plain_torch():
+    m, x = _bert(), _ids()
+    m.grow_heads(1)
+    for position in (0, 3):
+        initialize(m.grow_depth(0, position), "zero", 0.2)
+    with torch.no_grad():  # the gates and new heads as after training (non-zero, not 1)
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    assert all(abs(m.layers[i].gate.item()) > 0 for i in (0, 3))
+    x[3] = PAD  # a sequence of padding only
+    deployed = m.deploy()
+    assert not any(isinstance(mod, type(m.layers[0])) for mod in deployed.modules())  # no BertLayer left
+    assert (deployed(x) - m(x)).abs().max().item() < 1e-5
+    assert sum(p.numel() for p in deployed.parameters()) < sum(p.numel() for p in m.parameters())
 
 
 def test_padding_is_masked_and_attention_backends_agree():

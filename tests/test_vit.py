@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+from torch import nn
 
 import growth.models.vit  # noqa: F401  (registers the family)
 from growth.engine.job import run_job
@@ -49,7 +50,9 @@ def test_zero_growth_preserves_function_and_fuses(seed):
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     assert (m.deploy()(x) - m(x)).abs().max().item() < 1e-5
-    assert all(len(b.attn.groups) == 1 for b in m.deploy().blocks)
+    deployed = m.deploy()
+    assert all(b.qkv.out_features == 3 * m.heads * m.head_dim for b in deployed.blocks)  # one qkv per block
+    assert not any(n.elementwise_affine for n in deployed.modules() if isinstance(n, nn.LayerNorm))  # folded
 
 
 def test_gaussian_growth_changes_function():

@@ -7,7 +7,8 @@ non-pad token states (like our ViT's mean pooling; no pooler, no [CLS] readout).
 
 Head growth adds head groups whose output projection starts at zero: exactly function-preserving, and
 old tensors keep their optimizer state (growth/models/bert_layers.py says how BertSelfAttention is
-replaced for that). `deploy()` returns a copy with each layer's head groups merged (same function).
+replaced for that). `deploy()` returns the same function in plain torch, each layer's head groups merged
+(growth/models/transformer_deploy.py).
 
 Depth growth CANNOT be exactly function-preserving: BERT is post-LayerNorm. With both residual branches
 ending at zero, a new layer computes LN2(LN1(x)) rather than x. Every x it receives left an earlier
@@ -27,8 +28,6 @@ kept whatever the LayerNorms hold, and the gate's gradient, mean of (layer(x) - 
 so the layer joins training at the next step. `depth_gate=False` gives the ungated layer described above
 (what the original's plain appended layer amounts to). Layers the model was built with have no gate.
 """
-import copy
-
 import torch
 from torch import nn
 
@@ -135,7 +134,6 @@ class Bert(TransformerArch):
         return self.head((h * w).sum(1) / w.sum(1).clamp_min(1.0))  # mean of the non-pad tokens
 
     def deploy(self) -> nn.Module:
-        fused = copy.deepcopy(self).eval()
-        for layer in fused.layers:
-            layer.attention.self = layer.attn.fused()
-        return fused
+        """Plain torch, same function: head groups merged, gates folded (growth/models/transformer_deploy.py)."""
+        from growth.models.transformer_deploy import DeployedBert
+        return DeployedBert(self).eval()

@@ -5,7 +5,8 @@ Pre-norm blocks, mean-pooled tokens (no class token), 64 dims per head by defaul
 We use timm's PatchEmbed and Mlp. The attention is ours because heads must grow without replacing the
 existing tensors: each head-growth event adds its own small qkv/proj pair (its proj starts at zero), so
 old parameters keep their identity and optimizer state; `deploy()` concatenates them into one qkv and
-one proj, which is exactly the same function.
+one proj and folds the LayerNorm affine maps into the linears they feed, which is exactly the same function
+(growth/models/transformer_deploy.py).
 """
 import copy
 
@@ -18,6 +19,7 @@ from growth.errors import ConfigError
 from growth.models import register
 from growth.models.skippable import SkippableMixin
 from growth.models.transformer import TransformerArch, init_linear_and_norm, parse_vit_arch
+from growth.models.transformer_deploy import PreNormBlock, fold_norm
 
 
 class HeadGroup(nn.Module):
@@ -216,7 +218,9 @@ class ViT(SkippableMixin, TransformerArch):
     def deploy(self) -> nn.Module:
         if self.skippable:  # the plain export of the active skip config, then fused
             return self.export_plain().deploy()
+        # a ViT copy (same forward, arch string) with each block and the final norm in deploy
+        # form: head groups merged, LayerNorm affine maps folded (growth/models/transformer_deploy.py)
         fused = copy.deepcopy(self).eval()
-        for block in fused.blocks:
-            block.attn = block.attn.fused()
+        fused.blocks = nn.ModuleList(PreNormBlock(b) for b in fused.blocks)
+        fused.norm, fused.head = fold_norm(fused.norm, fused.head)
         return fused
