@@ -51,9 +51,12 @@ def test_quick_run_writes_json_and_rows(tmp_path):
         else:
             assert positive(rec["ratio"]), (name, rec["ratio"])
     fused = json.loads((out / "fused_speedup.json").read_text())
-    assert set(fused["ratios"]) == {"resnet_basic", "resnet_bottleneck", "vgg", "mobilenet", "vit", "bert"}
-    assert all(positive(r) for r in fused["ratios"].values())
-    assert all(r["max_abs_diff"] < 1e-4 for r in fused["details"]["per_family"].values())
+    for batch in ("", "_batch1"):
+        assert set(fused["ratios" + batch]) == {"resnet_basic", "resnet_bottleneck", "vgg", "mobilenet", "vit", "bert"}
+        assert all(positive(r) for r in fused["ratios" + batch].values())
+        assert all(r["max_abs_diff"] < 1e-4 for r in fused["details"]["per_family" + batch].values())
+    assert fused["ratio"] == min([*fused["ratios"].values(), *fused["ratios_batch1"].values()])
+    assert {r["batch"] for r in fused["details"]["per_family_batch1"].values()} == {1}
     event = json.loads((out / "growth_event_cost.json").read_text())
     assert event["extrapolated"] is True and "EXTRAPOLATED" in event["measured"]
     assert {e["kind"] for e in event["details"]["events"]} == {"grow_width", "grow_depth"}
