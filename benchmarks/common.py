@@ -8,10 +8,11 @@ import math
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
+
+from growth.measure import interleave, timed  # noqa: F401  (one timing helper, shared with growth/)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,26 +30,6 @@ def ratio(numerator: float, denominator: float):
         return None
     r = numerator / denominator
     return r if math.isfinite(r) and r > 0 else None
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def interleave(fns: dict, reps: int, warmup: int = 1) -> dict:
-    """Seconds per call of each named function: `warmup` untimed rounds, then `reps` timed rounds in
-    which the order is reversed every other round. Returns {name: [seconds, ...]}."""
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    times = {name: [] for name in names}
-    for rep in range(reps):
-        for name in (names if rep % 2 == 0 else names[::-1]):
-            times[name].append(timed(fns[name]))
-    return times
 
 
 def compose(**overrides) -> dict:

@@ -1,9 +1,11 @@
-"""Sizes and costs: live params, MACs via torch.utils.flop_counter, deployed size, latency.
+"""Sizes and costs: live params, MACs via torch.utils.flop_counter, deployed size, latency, and the
+side-by-side timing that our in-run speed-ups and benchmarks/ share.
 
 MACs = FlopCounterMode FLOPs / 2 (it counts conv, matmul and attention). Attention is forced onto the
 math SDPA backend while counting, because fused kernels are invisible to the counter on CPU.
 """
 import copy
+import statistics
 import time
 
 import torch
@@ -55,17 +57,51 @@ def train_step_macs(model: nn.Module, input_shape, batch: int = 2) -> int:
     return int(fc.get_total_flops() // 2 // batch)
 
 
+def _sync() -> None:
+    """Wait for queued CUDA work: kernels run asynchronously, and a timer must see them finish."""
+    if torch.cuda.is_initialized():  # cheap; False whenever CUDA was never used
+        torch.cuda.synchronize()
+
+
+def timed(fn) -> float:
+    """Seconds one call of `fn` takes (CUDA work included)."""
+    _sync()
+    t0 = time.perf_counter()
+    fn()
+    _sync()
+    return time.perf_counter() - t0
+
+
+def interleave(fns: dict, reps: int, warmup: int = 1) -> dict:
+    """Seconds per call of each named function: `warmup` untimed rounds, then `reps` timed rounds in
+    which the order is reversed every other round (A B, B A, ...), so that drift in machine load falls on
+    all of them alike. Returns {name: [seconds, ...]}."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times = {name: [] for name in names}
+    for rep in range(reps):
+        for name in (names if rep % 2 == 0 else names[::-1]):
+            times[name].append(timed(fns[name]))
+    return times
+
+
+@torch.no_grad()
+def compare_latency(models: dict, input_shape, batch: int = 1, reps: int = 30, warmup: int = 3) -> dict:
+    """Median eval latency in ms of each named model on one shared input, timed interleaved."""
+    x = _probe(next(iter(models.values())), input_shape, batch, random=True)
+    for model in models.values():
+        model.eval()
+    times = interleave({name: (lambda m=m: m(x)) for name, m in models.items()}, reps, warmup)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
 @torch.no_grad()
 def latency_ms(model: nn.Module, input_shape, batch: int = 1, warmup: int = 3, iters: int = 10) -> float:
+    """Mean eval latency in ms of one model (for tables; compare two models with compare_latency)."""
     model.eval()
     x = _probe(model, input_shape, batch, random=True)
     for _ in range(warmup):
         model(x)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(iters):
-        model(x)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / iters * 1e3
+    return timed(lambda: [model(x) for _ in range(iters)]) / iters * 1e3

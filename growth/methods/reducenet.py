@@ -20,21 +20,20 @@ student still folds.
 """
 import copy
 import logging
-import statistics
 
 import torch
 import torch.nn.functional as F
 
 from growth.blocks.reducenet import init_lora_from_branch1, lambda_at
 from growth.errors import ConfigError
-from growth.measure import count_params, forward_macs, latency_ms
+from growth.measure import compare_latency, count_params, forward_macs
 from growth.methods.base import Method, choice, record_first_phase
 from growth.methods.distill import kd_loss
 from growth.models import create_model, model_from_spec
 from growth.models.reducenet import FREEZE
 
 log = logging.getLogger("growth")
-SPEED_BATCH, SPEED_ROUNDS = 64, 5
+SPEED_BATCH, SPEED_REPS = 64, 30
 
 
 def phase_epochs(epochs: int, same_budget: bool, fraction: float) -> tuple[int, int]:
@@ -173,7 +172,9 @@ class ReduceNetMethod(Method):
                           "arch_before": student.arch_string(), "arch_after": student.arch_string() + " fused",
                           "params_before": count_params(student), "params_after": count_params(deployed),
                           "max_abs_output_change": change})
-        unfused_ms, fused_ms = self._latency(student, deployed, trainer.probe)
+        ms = compare_latency({"unfused": student, "fused": deployed}, tuple(trainer.probe.shape[1:]),
+                             SPEED_BATCH, SPEED_REPS)
+        unfused_ms, fused_ms = ms["unfused"], ms["fused"]
         out = {"teacher_test_acc": trainer.evaluate(trainer.data.test, self.teacher)["acc"],
                "student_val_acc": trainer.last_val_acc,
                "student_test_acc": trainer.evaluate(trainer.data.test, student)["acc"],
@@ -189,16 +190,6 @@ class ReduceNetMethod(Method):
             f"{out['student_deploy_params']:,} params folded, {out['student_macs'] / 1e6:.2f} M MACs, "
             f"folded {out['fused_speedup']:.2f}x faster than unfolded (batch {SPEED_BATCH})"]
         return out
-
-    @staticmethod
-    def _latency(student, deployed, probe) -> tuple[float, float]:
-        """Median eval latency of both models, measured in alternating rounds in this one process."""
-        shape = tuple(probe.shape[1:])
-        a, b = [], []
-        for _ in range(SPEED_ROUNDS):
-            a.append(latency_ms(student, shape, batch=SPEED_BATCH))
-            b.append(latency_ms(deployed, shape, batch=SPEED_BATCH))
-        return statistics.median(a), statistics.median(b)
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
