@@ -56,7 +56,8 @@ def expand_jobs(exp: dict, scale: str | None = None) -> list[dict]:
                if len({_fmt(c.get(k)) for c in combos}) > 1]
     jobs, seen = [], set()
     for combo in combos:
-        name = ",".join(f"{k}={_fmt(combo.get(k))}" for k in varying).replace("/", "_") or "job"
+        # only the varying keys this job sets: a key another run line sets would read `key=null` here
+        name = ",".join(f"{k}={_fmt(combo[k])}" for k in varying if k in combo).replace("/", "_") or "job"
         if name in seen:
             raise ValueError(f"experiment {exp.get('description', '')!r} has two identical jobs: {name}")
         seen.add(name)

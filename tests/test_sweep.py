@@ -17,6 +17,8 @@ def test_expand_jobs_product_runs_seeds_and_names():
     jobs = expand_jobs(exp)
     assert len(jobs) == 6 and len({j["name"] for j in jobs}) == 6
     assert jobs[0]["name"] == "method=adagrow,grow_mode=depth,seed=0"
+    assert jobs[-1]["name"] == "method=fixed,seed=1"  # no `grow_mode=null`: the fixed run does not set it
+    assert jobs[-1]["keys"]["grow_mode"] == "null" and "grow_mode=null" not in jobs[-1]["overrides"]
     assert "trainer.epochs=2" in jobs[0]["overrides"] and "trainer.epochs" not in jobs[0]["keys"]
     assert all("trainer.epochs=9" in j["overrides"] for j in expand_jobs(exp, scale="big"))
     with pytest.raises(ValueError, match="--scale='huge'"):
