@@ -485,9 +485,9 @@ def test_faithful_buffer_reset(faithful_zero):
 
 # ---- 8. what the fitting initializers fit to, as AdaGrow calls them ------------------------------------
 
-def _adagrow(init, variant="fixed"):
+def _adagrow(init, variant="fixed", **switches):
     from growth.methods.adagrow import AdaGrow
-    ada = AdaGrow({"method": {"variant": variant}, "grow_mode": {"name": "width-depth"},
+    ada = AdaGrow({"method": {"variant": variant, **switches}, "grow_mode": {"name": "width-depth"},
                    "initializer": {"name": init, "meta": 0.2}, "grow": {"width_ratio": 1.0},
                    "model": {"max_arch": "3-3-3"}, "seed": 0})
     ada.max_arch = [4, 4, 4]
@@ -526,9 +526,12 @@ def test_width_growth_fits_to_the_old_network(monkeypatch, variant):
         assert old_unit[id(unit)] < ref
 
 
-@pytest.mark.parametrize("variant,offset", [("fixed", 1), ("faithful", 2)])
-def test_depth_growth_fits_to_the_old_network(monkeypatch, variant, offset):
-    """global: all old parameters; local: the last old block of the stage (the original: block len-2)."""
+@pytest.mark.parametrize("variant,switches,offset", [("fixed", {}, 1), ("faithful", {}, 2),
+                                                     ("fixed", {"local_neighbour": "faithful"}, 2),
+                                                     ("faithful", {"local_neighbour": "fixed"}, 1)])
+def test_depth_growth_fits_to_the_old_network(monkeypatch, variant, switches, offset):
+    """global: all old parameters; local: the last old block of the stage (the original: block len-2,
+    its own switch `local_neighbour`)."""
     from types import SimpleNamespace
     calls = _record_references(monkeypatch)
     model = make([1, 2, 0])
@@ -541,7 +544,7 @@ def test_depth_growth_fits_to_the_old_network(monkeypatch, variant, offset):
     assert ada.grow_depth(SimpleNamespace(model=model))["stage"] == 1
     assert len(calls) == 1 and calls[0][0] is model.stages[1][-1] and calls[0][1] == old
     calls.clear()
-    ada = _adagrow("local_fitting", variant)
+    ada = _adagrow("local_fitting", variant, **switches)
     ada.last_stage = 0
     assert ada.grow_depth(SimpleNamespace(model=model))["stage"] == 1  # stage 1 now holds 3 old blocks
     assert calls[0][1] == {id(p) for p in model.stages[1][3 - offset].parameters()}

@@ -27,7 +27,7 @@ from growth.measure import count_params
 from growth.methods.base import Method, choice
 
 log = logging.getLogger("growth")
-SWITCHES = ("saliency", "transfer_buffers", "zero_init", "schedule", "threshold")
+SWITCHES = ("saliency", "transfer_buffers", "zero_init", "schedule", "threshold", "local_neighbour")
 
 
 class AdaGrow(Method):
@@ -216,7 +216,7 @@ class AdaGrow(Method):
     def _local_block(self, old_blocks):
         """local_fitting's neighbour for a new block: the original reads block len-2 of the grown stage
         (an off-by-one); fixed reads the last one. None (fallback N(0, meta)) when there is none."""
-        idx = len(old_blocks) - (2 if self.faithful("zero_init") else 1)
+        idx = len(old_blocks) - (2 if self.faithful("local_neighbour") else 1)
         return list(old_blocks[idx].parameters()) if 0 <= idx < len(old_blocks) else None
 
     def _init_new(self, module, old_params, local_params) -> None:
