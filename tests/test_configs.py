@@ -48,3 +48,7 @@ def test_a_model_may_pick_its_method_and_optimizer_but_the_command_line_wins():
     assert _compose("model=sws_aux", "optim=sgd").optim.name == "sgd"
     assert _compose("model=timm").method.name == "fixed"
     assert _compose("model=resnet_basic").optim.name == "sgd"
+    for model in ("vit", "bert"):  # SGD at lr 0.1 leaves a ViT at chance on digits
+        assert _compose(f"model={model}").optim.name == "adamw"
+        assert _compose(f"model={model}", "optim=sgd").optim.name == "sgd"
+        assert _compose(f"model={model}", "method=adn").model.name == model

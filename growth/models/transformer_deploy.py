@@ -27,7 +27,8 @@ def attention(qkv: torch.Tensor, heads: int, head_dim: int, mask=None) -> torch.
 
 def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     """An nn.Linear holding copies of these tensors (bias None: zeros)."""
-    out = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
+    # skip_init: no random init to overwrite, and the global RNG (growth's next init) stays untouched
+    out = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         out.weight.copy_(weight)
         out.bias.copy_(torch.zeros_like(out.bias) if bias is None else bias)
