@@ -18,6 +18,8 @@ def _group_options(group: str) -> list[str]:
 
 def preflight(argv: list[str]) -> str | None:
     """Unknown config-group options, caught before Hydra prints a screenful: one line instead."""
+    if any(a.startswith("hydra.searchpath=") for a in argv):
+        return None  # more config folders: their options are Hydra's to find (and to report)
     for arg in argv:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+~")

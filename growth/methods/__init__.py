@@ -1,4 +1,10 @@
-"""Methods by name: `build_method(cfg)`."""
+"""Methods by name: `build_method(cfg)`, and `register_method` for your own (docs/adding_a_method.md).
+
+A method defined outside this package is found through its config: `method.module` names a module to
+import before the lookup, and that module registers its class with `@register_method("name")`.
+"""
+import importlib
+
 from growth.errors import ConfigError
 from growth.methods.adagrow import AdaGrow
 from growth.methods.adn import ADN
@@ -14,12 +20,34 @@ METHODS["adn"] = ADN
 METHODS["sws"] = SWS
 
 
+def register_method(name: str):
+    """Class decorator: `method.name=<name>` builds this class."""
+    def add(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"register_method({name!r}): {cls!r} is not a growth.methods.Method subclass")
+        if METHODS.get(name, cls) is not cls:
+            raise ValueError(f"register_method({name!r}): the name is taken by {METHODS[name].__name__}")
+        METHODS[name] = cls
+        return cls
+    return add
+
+
+def _import(module) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as e:  # one line, before training: usually a typo or the module is not on the path
+        raise ConfigError("method.module", module, f"cannot be imported ({e}); allowed: a module on "
+                                                   "the Python path, e.g. one next to run.py") from None
+
+
 def build_method(cfg: dict) -> Method:
     """From the whole config (a method may read grow, grow_mode, initializer and model keys)."""
-    name = cfg["method"].get("name")
+    name, module = cfg["method"].get("name"), cfg["method"].get("module")
+    if module:
+        _import(module)
     if name not in METHODS:
         raise ConfigError("method.name", name, f"allowed: {', '.join(sorted(METHODS))}")
     return METHODS[name](cfg)
 
 
-__all__ = ["Method", "METHODS", "build_method"]
+__all__ = ["Method", "METHODS", "build_method", "register_method"]
