@@ -21,8 +21,17 @@ def job_rows(jobs, sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]
     return pd.DataFrame(rows), failed
 
 
+def _cell(values: pd.Series) -> str:
+    """'mean ± std' of the numbers; a text metric (e.g. arch) as its distinct values; '-' if missing."""
+    nums = pd.to_numeric(values, errors="coerce").dropna()
+    if len(nums):
+        return f"{nums.mean():.4g} ± {nums.std(ddof=1) if len(nums) > 1 else 0:.2g}"
+    text = values.dropna().astype(str).unique()
+    return " / ".join(text) if len(text) else "-"
+
+
 def mean_std_table(df: pd.DataFrame, rows: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Group completed runs by `rows`; each metric as 'mean ± std' over seeds, plus the count n."""
+    """Group completed runs by `rows`; each metric as 'mean ± std' over seeds (text: its values), plus n."""
     done = df[df["status"] == "completed"]
     if done.empty:
         return pd.DataFrame()
@@ -32,8 +41,7 @@ def mean_std_table(df: pd.DataFrame, rows: list[str], metrics: list[str]) -> pd.
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(rows, key))
         for m in metrics:
-            vals = pd.to_numeric(g[m], errors="coerce")
-            row[m] = f"{vals.mean():.4g} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.2g}"
+            row[m] = _cell(g[m])
         row["n"] = len(g)
         out.append(row)
     return pd.DataFrame(out)
