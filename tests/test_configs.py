@@ -18,7 +18,10 @@ def test_compose(group, option):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"{group}={option}"])
     plain = OmegaConf.to_container(cfg, resolve=True)
-    assert plain[group] is not None
+    if group == "experiment":  # a ready-made combination sets keys of other groups, at the top level
+        assert plain["data"]["name"] != "digits"
+    else:
+        assert plain[group] is not None
     assert plain["trainer"]["epochs"] > 0 and isinstance(plain["seed"], int)
 
 
@@ -52,3 +55,20 @@ def test_a_model_may_pick_its_method_and_optimizer_but_the_command_line_wins():
         assert _compose(f"model={model}").optim.name == "adamw"
         assert _compose(f"model={model}", "optim=sgd").optim.name == "sgd"
         assert _compose(f"model={model}", "method=adn").model.name == model
+
+
+@pytest.mark.parametrize("name", GROUPS["experiment"])
+def test_every_ready_made_experiment_trains_on_digits_and_the_command_line_wins(name, tmp_path):
+    """conf/experiment/NAME.yaml on the embedded data for 2 epochs: the experiment's method and model
+    run, and command-line values win over the experiment's."""
+    from growth.engine.job import run_job
+    over = [f"experiment={name}", "data=digits", "data.val_fraction=0.15", "trainer.epochs=2",
+            "grow.interval=1", "trainer.num_workers=0", "trainer.progress=false"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="config", overrides=over), resolve=True)
+        full = OmegaConf.to_container(compose(config_name="config", overrides=[f"experiment={name}"]),
+                                      resolve=True)
+    assert cfg["data"]["name"] == "digits" and cfg["trainer"]["epochs"] == 2
+    assert cfg["method"] == full["method"] and cfg["model"] == full["model"]
+    summary = run_job(cfg, tmp_path / name)
+    assert summary["status"] == "completed" and summary["method"] == full["method"]["name"]
