@@ -72,3 +72,13 @@ def test_every_ready_made_experiment_trains_on_digits_and_the_command_line_wins(
     assert cfg["method"] == full["method"] and cfg["model"] == full["model"]
     summary = run_job(cfg, tmp_path / name)
     assert summary["status"] == "completed" and summary["method"] == full["method"]["name"]
+
+
+def test_an_experiments_optimizer_is_replaced_whole_and_fixed_keeps_its_own_start_arch():
+    # an experiment's SGD settings live in an optim option, so optim=adamw does not inherit lr 0.1
+    assert _compose("experiment=adagrow_cifar10").optim.weight_decay_end == 5.0e-6
+    adamw = _compose("experiment=adagrow_cifar10", "optim=adamw").optim
+    assert adamw.name == "adamw" and adamw.lr == 1.0e-3 and adamw.weight_decay_end is None
+    assert _compose("experiment=reducenet_cifar10", "optim=adamw").optim.lr == 1.0e-3
+    assert _compose("experiment=adagrow_cifar10").model.arch == "0-0-0"
+    assert _compose("experiment=adagrow_cifar10", "method=fixed").model.arch == "1-1-1"
