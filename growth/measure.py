@@ -91,9 +91,12 @@ def interleave(fns: dict, reps: int, warmup: int = 1) -> dict:
 def compare_latency(models: dict, input_shape, batch: int = 1, reps: int = 30, warmup: int = 3) -> dict:
     """Median eval latency in ms of each named model on one shared input, timed interleaved."""
     x = _probe(next(iter(models.values())), input_shape, batch, random=True)
+    was = {name: m.training for name, m in models.items()}
     for model in models.values():
         model.eval()
     times = interleave({name: (lambda m=m: m(x)) for name, m in models.items()}, reps, warmup)
+    for name, model in models.items():  # hand them back as they came
+        model.train(was[name])
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
