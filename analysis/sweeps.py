@@ -22,10 +22,13 @@ def job_rows(jobs, sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]
 
 
 def _cell(values: pd.Series) -> str:
-    """'mean ± std' of the numbers; a text metric (e.g. arch) as its distinct values; '-' if missing."""
+    """'mean ± std' of the numbers ('(k of n)' when some runs lack it); a text metric (e.g. arch) as its
+    distinct values; '-' if missing."""
     nums = pd.to_numeric(values, errors="coerce").dropna()
     if len(nums):
-        return f"{nums.mean():.4g} ± {nums.std(ddof=1) if len(nums) > 1 else 0:.2g}"
+        cell = f"{nums.mean():.4g} ± {nums.std(ddof=1) if len(nums) > 1 else 0:.2g}"
+        # a metric some runs lack is not silently averaged over the others
+        return cell if len(nums) == len(values) else f"{cell} ({len(nums)} of {len(values)})"
     text = values.dropna().astype(str).unique()
     return " / ".join(text) if len(text) else "-"
 

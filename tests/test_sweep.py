@@ -123,8 +123,10 @@ def test_submitit_local_sweep_and_resume(cli, tmp_path):
 def test_results_table_shows_text_metrics_as_values_not_nan():
     from analysis.sweeps import mean_std_table
     df = pd.DataFrame({"status": ["completed"] * 3, "method": ["a", "a", "b"], "test_acc": [0.5, 0.7, 0.9],
-                       "arch": ["2-1-1", "2-2-1", "1-1-1"], "macs": [None, None, None]})
-    table = mean_std_table(df, ["method"], ["test_acc", "arch", "macs"]).set_index("method")
+                       "arch": ["2-1-1", "2-2-1", "1-1-1"], "macs": [None, None, None],
+                       "params": [10, None, 5]})
+    table = mean_std_table(df, ["method"], ["test_acc", "arch", "macs", "params"]).set_index("method")
     assert table.loc["a", "test_acc"] == "0.6 ± 0.14" and table.loc["b", "test_acc"] == "0.9 ± 0"
     assert table.loc["a", "arch"] == "2-1-1 / 2-2-1" and table.loc["b", "arch"] == "1-1-1"
     assert table.loc["a", "macs"] == "-"
+    assert table.loc["a", "params"] == "10 ± 0 (1 of 2)" and table.loc["b", "params"] == "5 ± 0"
