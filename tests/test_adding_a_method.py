@@ -32,8 +32,8 @@ def outside(tmp_path):
 
 def _run(cli, outside, *args):
     run_dir = outside / "run"
-    proc = cli(["method=grow_once", "model.arch=1-1-1", "model.widths=[8,12,16]", "trainer.epochs=4",
-                "trainer.progress=false", f"hydra.searchpath=[file://{outside / 'conf'}]",
+    # the page's command, plus where to find the files and where to write
+    proc = cli(["method=grow_once", "model.arch=1-1-1", "trainer.epochs=4", "trainer.progress=false", f"hydra.searchpath=[file://{outside / 'conf'}]",
                 f"hydra.run.dir={run_dir}", *args], env={"PYTHONPATH": str(outside)})
     return proc, run_dir
 

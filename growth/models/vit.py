@@ -219,7 +219,8 @@ class ViT(SkippableMixin, TransformerArch):
         if self.skippable:  # the plain export of the active skip config, then fused
             return self.export_plain().deploy()
         # a ViT copy (same forward, arch string) with each block and the final norm in deploy
-        # form: head groups merged, LayerNorm affine maps folded (growth/models/transformer_deploy.py)
+        # form: head groups merged, LayerNorm affine maps folded (growth/models/transformer_deploy.py).
+        # For inference only: it cannot grow or give arch_spec() (checkpoints store the training model's).
         fused = copy.deepcopy(self).eval()
         fused.blocks = nn.ModuleList(PreNormBlock(b) for b in fused.blocks)
         fused.norm, fused.head = fold_norm(fused.norm, fused.head)
