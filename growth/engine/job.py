@@ -18,6 +18,8 @@ from growth.engine.io import atomic_torch_save
 from growth.engine.record import RunRecord
 from growth.engine.trainer import Trainer
 from growth.errors import ConfigError, Interrupted, TrainingDiverged
+from growth.export import check_format as check_export_format
+from growth.export import export_program
 from growth.measure import count_params
 from growth.methods import build_method
 from growth.models import build_model, model_from_spec
@@ -41,6 +43,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError("seed", cfg.get("seed"), "must be an integer")
     if t.get("compile") not in (True, False, None):
         raise ConfigError("trainer.compile", t["compile"], "allowed: true, false")
+    check_export_format(t.get("export"))
 
 
 def _file_log(record: RunRecord) -> logging.Handler:
@@ -143,8 +146,21 @@ def finish(trainer: Trainer, record: RunRecord) -> dict:
     log.info("deploy: fused model %s params (from %s), max |fused - unfused| on probe %.2e",
              f"{count_params(deployed):,}", f"{count_params(trainer.model):,}", change)
     extras = {"test_acc": test["acc"], "test_loss": test["loss"], "deploy_max_abs_diff": change}
+    fmt = check_export_format(trainer.cfg.get("export"))
+    if fmt and record.write:
+        extras.update(_export(deployed, trainer.probe.to(trainer.device), record))
     extras.update(trainer.method.finish(trainer, record))  # e.g. per-skip-config tables, exports
     return extras
+
+
+def _export(deployed, example, record: RunRecord) -> dict:
+    """The trained model is safe in deploy.pt already: a model torch.export cannot trace is reported
+    (warning and summary key), it does not fail the run."""
+    try:
+        return export_program(deployed, example, record.path("export"))
+    except Exception as e:  # noqa: BLE001 - any tracing failure; the message says which
+        log.warning("export: torch.export failed, no model.pt2: %s: %s", type(e).__name__, str(e)[:300])
+        return {"export_error": f"{type(e).__name__}: {str(e)[:300]}"}
 
 
 def run_job(cfg: dict, run_dir) -> dict:

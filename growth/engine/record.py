@@ -23,7 +23,7 @@ STATUSES = ("completed", "failed", "interrupted")
 
 FILES = {"metrics": "metrics.jsonl", "events": "events.jsonl", "summary": "summary.json",
          "config": "config_resolved.yaml", "log": "train.log", "last": "checkpoints/last.pt",
-         "deploy": "checkpoints/deploy.pt"}
+         "deploy": "checkpoints/deploy.pt", "export": "checkpoints/model.pt2"}
 
 
 def _check(row: dict, keys, what: str) -> None:
