@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.tables import mean_std, to_markdown
+
 METRICS = ("final_val_acc", "best_val_acc", "test_acc", "params", "deploy_params", "macs", "train_macs_total",
            "train_time_s")
 
@@ -22,13 +24,12 @@ def job_rows(jobs, sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]
 
 
 def _cell(values: pd.Series) -> str:
-    """'mean ± std' of the numbers ('(k of n)' when some runs lack it); a text metric (e.g. arch) as its
-    distinct values; '-' if missing."""
+    """'mean ± std' of the numbers as analysis.tables writes them ('(k of n)' when some runs lack it); a
+    text metric (e.g. arch) as its distinct values; '-' if missing."""
     nums = pd.to_numeric(values, errors="coerce").dropna()
     if len(nums):
-        cell = f"{nums.mean():.4g} ± {nums.std(ddof=1) if len(nums) > 1 else 0:.2g}"
         # a metric some runs lack is not silently averaged over the others
-        return cell if len(nums) == len(values) else f"{cell} ({len(nums)} of {len(values)})"
+        return mean_std(nums) + ("" if len(nums) == len(values) else f" ({len(nums)} of {len(values)})")
     text = values.dropna().astype(str).unique()
     return " / ".join(text) if len(text) else "-"
 
@@ -63,7 +64,7 @@ def summarize_sweep(jobs, sweep_dir, exp: dict) -> list[tuple[str, str]]:
             df[key] = common.get(key)
     md = mean_std_table(df, rows, metrics)
     text = f"# {exp.get('description', sweep_dir.name)}\n\n"
-    text += md.to_markdown(index=False) if not md.empty else "(no completed runs)"
+    text += to_markdown(md) if not md.empty else "(no completed runs)"
     if failed:
         text += "\n\nFailed or unfinished jobs:\n\n" + "\n".join(f"- {n}: {w}" for n, w in failed)
     (sweep_dir / "results.md").write_text(text + "\n")

@@ -126,7 +126,7 @@ def test_results_table_shows_text_metrics_as_values_not_nan():
                        "arch": ["2-1-1", "2-2-1", "1-1-1"], "macs": [None, None, None],
                        "params": [10, None, 5]})
     table = mean_std_table(df, ["method"], ["test_acc", "arch", "macs", "params"]).set_index("method")
-    assert table.loc["a", "test_acc"] == "0.6 ± 0.14" and table.loc["b", "test_acc"] == "0.9 ± 0"
+    assert table.loc["a", "test_acc"] == "0.600 ± 0.141" and table.loc["b", "test_acc"] == "0.900"  # as analysis/
     assert table.loc["a", "arch"] == "2-1-1 / 2-2-1" and table.loc["b", "arch"] == "1-1-1"
     assert table.loc["a", "macs"] == "-"
-    assert table.loc["a", "params"] == "10 ± 0 (1 of 2)" and table.loc["b", "params"] == "5 ± 0"
+    assert table.loc["a", "params"] == "10.0 (1 of 2)" and table.loc["b", "params"] == "5.00"
