@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from analysis.sweeps import summarize_sweep
-from growth.sweeps import expand_jobs, job_status, load_experiment
+from growth.sweeps import adopt_legacy_dirs, expand_jobs, job_status, load_experiment
 from run import preflight
 
 ROOT = Path(__file__).resolve().parent
@@ -57,6 +57,9 @@ def main(argv=None) -> int:
         if problem:
             fail(f"in job {job['name']}: {problem}")
     sweep_dir = Path(args.out or ROOT / "outputs" / "sweeps" / args.name)
+    if not args.dry_run:
+        for old, new in adopt_legacy_dirs(jobs, sweep_dir):
+            print(f"renamed {old} -> {new} (today's job names leave out keys a job does not set)")
     status = {job["name"]: job_status(sweep_dir / job["name"]) for job in jobs}
     done = [j for j in jobs if status[j["name"]] == "completed"]
     started = [j for j in jobs if status[j["name"]] is not None]

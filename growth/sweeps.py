@@ -61,9 +61,23 @@ def expand_jobs(exp: dict, scale: str | None = None) -> list[dict]:
         if name in seen:
             raise ValueError(f"experiment {exp.get('description', '')!r} has two identical jobs: {name}")
         seen.add(name)
+        # the name before 2026-11-23 (every varying key, `key=null` for those the job does not set)
+        legacy = ",".join(f"{k}={_fmt(combo.get(k))}" for k in varying).replace("/", "_") or "job"
         jobs.append({"name": name, "overrides": [f"{k}={_fmt(v)}" for k, v in combo.items()],
-                     "keys": {k: _fmt(combo.get(k)) for k in varying}})
+                     "keys": {k: _fmt(combo.get(k)) for k in varying}, "legacy_name": legacy})
     return jobs
+
+
+def adopt_legacy_dirs(jobs, sweep_dir) -> list[tuple[str, str]]:
+    """Rename job directories written under the old naming (with `key=null` parts) to today's names, so
+    that --resume finds their checkpoints and records instead of running those jobs again."""
+    sweep_dir, moved = Path(sweep_dir), []
+    for job in jobs:
+        old, new = sweep_dir / job["legacy_name"], sweep_dir / job["name"]
+        if old != new and old.is_dir() and not new.exists():
+            old.rename(new)
+            moved.append((old.name, new.name))
+    return moved
 
 
 def job_status(run_dir) -> str | None:

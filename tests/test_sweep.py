@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from growth.sweeps import expand_jobs, load_experiment
+from growth.sweeps import expand_jobs, job_status, load_experiment
 from tests.conftest import ROOT
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
@@ -130,3 +130,16 @@ def test_results_table_shows_text_metrics_as_values_not_nan():
     assert table.loc["a", "arch"] == "2-1-1 / 2-2-1" and table.loc["b", "arch"] == "1-1-1"
     assert table.loc["a", "macs"] == "-"
     assert table.loc["a", "params"] == "10.0 (1 of 2)" and table.loc["b", "params"] == "5.00"
+
+
+def test_job_dirs_under_the_old_names_are_renamed_so_resume_finds_them(tmp_path):
+    from growth.sweeps import adopt_legacy_dirs
+    exp = {"runs": [{"method": "adagrow", "grow_mode": "depth"}, {"method": "fixed"}], "seeds": [0]}
+    jobs = expand_jobs(exp)
+    fixed = next(j for j in jobs if j["name"] == "method=fixed,seed=0")
+    assert fixed["legacy_name"] == "method=fixed,grow_mode=null,seed=0"
+    (tmp_path / fixed["legacy_name"]).mkdir()
+    (tmp_path / fixed["legacy_name"] / "summary.json").write_text('{"status": "completed"}')
+    assert adopt_legacy_dirs(jobs, tmp_path) == [(fixed["legacy_name"], fixed["name"])]
+    assert job_status(tmp_path / fixed["name"]) == "completed"
+    assert adopt_legacy_dirs(jobs, tmp_path) == []  # once only; a job named the same both ways is left alone
