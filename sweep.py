@@ -86,7 +86,8 @@ def main(argv=None) -> int:
 def launch(jobs, sweep_dir: Path, args) -> int:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     jobs_file = sweep_dir / "jobs.yaml"
-    jobs_file.write_text(yaml.safe_dump(jobs, sort_keys=False))
+    launched = [{k: v for k, v in job.items() if k != "legacy_name"} for job in jobs]
+    jobs_file.write_text(yaml.safe_dump(launched, sort_keys=False))
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", "hydra/sweeper=joblist",
            f"hydra.sweeper.jobs_file={jobs_file}", f"hydra/launcher={LAUNCHERS[args.launcher]}",
            f"hydra.sweep.dir={sweep_dir}", *args.overrides]

@@ -134,7 +134,7 @@ def test_results_table_shows_text_metrics_as_values_not_nan():
 
 def test_job_dirs_under_the_old_names_are_renamed_so_resume_finds_them(tmp_path):
     from growth.sweeps import adopt_legacy_dirs
-    exp = {"runs": [{"method": "adagrow", "grow_mode": "depth"}, {"method": "fixed"}], "seeds": [0]}
+    exp = {"runs": [{"method": "adagrow", "grow_mode": "depth"}, {"method": "fixed"}], "seeds": [0, 1]}
     jobs = expand_jobs(exp)
     fixed = next(j for j in jobs if j["name"] == "method=fixed,seed=0")
     assert fixed["legacy_name"] == "method=fixed,grow_mode=null,seed=0"
