@@ -7,7 +7,7 @@ same attention functions (the mask format transformers builds is passed through 
 live in head groups, one per growth event, each with its own q/k/v and its slice of the output projection
 (which therefore moves here from `attention.output.dense`, now an Identity; BertSelfOutput keeps its
 dropout, residual and LayerNorm). A new group's projection starts at zero: the function is exactly kept,
-and old parameters keep their identity and optimizer state. `fused()` merges the groups (same function).
+and old parameters keep their identity and optimizer state. `merged()` gives all groups as one (deploy).
 """
 import torch
 from torch import nn
@@ -68,19 +68,14 @@ class GrowableSelfAttention(nn.Module):
             start += g.heads
         return y, weights
 
-    def fused(self) -> "GrowableSelfAttention":
-        """One head group holding every head: the same function with one matmul per projection."""
-        with torch.random.fork_rng(devices=[]):  # its throwaway init must not move the training RNG
-            out = GrowableSelfAttention(self.config, self.heads, self.head_dim)
-        out.to(self.proj_bias.device, self.proj_bias.dtype).train(self.training)  # dropout follows ours
-        merged = out.groups[0]
-        with torch.no_grad():
-            for name in ("query", "key", "value"):
-                getattr(merged, name).weight.copy_(torch.cat([getattr(g, name).weight for g in self.groups]))
-                getattr(merged, name).bias.copy_(torch.cat([getattr(g, name).bias for g in self.groups]))
-            merged.proj.weight.copy_(torch.cat([g.proj.weight for g in self.groups], dim=1))
-            out.proj_bias.copy_(self.proj_bias)
-        return out
+    @torch.no_grad()
+    def merged(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every head as one group: (qkv weight laid out q | k | v, its bias, proj weight). With proj_bias
+        that is the same function with one qkv and one proj matmul (the deploy form's)."""
+        cat = lambda name, part: torch.cat([getattr(getattr(g, name), part) for g in self.groups])
+        names = ("query", "key", "value")
+        return (torch.cat([cat(n, "weight") for n in names]), torch.cat([cat(n, "bias") for n in names]),
+                torch.cat([g.proj.weight for g in self.groups], dim=1))
 
 
 class GrowableBertLayer(BertLayer):

@@ -42,22 +42,13 @@ def fold_norm(norm: nn.LayerNorm, layer: nn.Linear) -> tuple[nn.LayerNorm, nn.Li
     return plain, linear(layer.weight * norm.weight, bias)
 
 
-def merged_qkv(attn) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """One head group's (qkv weight, qkv bias, proj weight) for all of a growable attention's heads."""
-    group = attn.fused().groups[0]
-    if hasattr(group, "qkv"):  # ViT: already q | k | v
-        return group.qkv.weight, group.qkv.bias, group.proj.weight
-    parts = (group.query, group.key, group.value)  # BERT: three linears
-    return torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts]), group.proj.weight
-
-
 class PreNormBlock(nn.Module):
     """A ViT block in deploy form: x + proj(attn(qkv(std(x)))), then x + fc2(gelu(fc1(std(x))))."""
 
     def __init__(self, block):
         super().__init__()
         self.heads, self.head_dim = block.attn.heads, block.attn.head_dim
-        qkv_w, qkv_b, proj_w = merged_qkv(block.attn)
+        qkv_w, qkv_b, proj_w = block.attn.merged()
         self.norm1, self.qkv = fold_norm(block.norm1, linear(qkv_w, qkv_b))
         self.proj = linear(proj_w, block.attn.proj_bias)
         self.norm2, self.fc1 = fold_norm(block.norm2, block.mlp.fc1)
@@ -77,7 +68,7 @@ class PostNormLayer(nn.Module):
         super().__init__()
         attn = layer.attn
         self.heads, self.head_dim = attn.heads, attn.head_dim
-        qkv_w, qkv_b, proj_w = merged_qkv(attn)
+        qkv_w, qkv_b, proj_w = attn.merged()
         self.qkv, self.proj = linear(qkv_w, qkv_b), linear(proj_w, attn.proj_bias)
         self.norm1 = _copy_norm(layer.attention.output.LayerNorm)
         self.fc1 = linear(layer.intermediate.dense.weight, layer.intermediate.dense.bias)

@@ -65,20 +65,15 @@ class GrowableAttention(nn.Module):
             start += g.heads
         return y
 
-    def fused(self) -> "GrowableAttention":
-        """One head group holding every head: same function, one qkv and one proj matmul."""
-        with torch.random.fork_rng(devices=[]):  # its throwaway init must not move the training RNG
-            out = GrowableAttention(self.dim, self.heads, self.head_dim, self.groups[0].qkv.bias is not None)
-        out.to(self.proj_bias.device, self.proj_bias.dtype)
-        qkv = [g.qkv.weight.view(3, g.heads * self.head_dim, self.dim) for g in self.groups]
-        with torch.no_grad():
-            out.groups[0].qkv.weight.copy_(torch.cat(qkv, dim=1).reshape(-1, self.dim))
-            if self.groups[0].qkv.bias is not None:
-                bias = [g.qkv.bias.view(3, -1) for g in self.groups]
-                out.groups[0].qkv.bias.copy_(torch.cat(bias, dim=1).reshape(-1))
-            out.groups[0].proj.weight.copy_(torch.cat([g.proj.weight for g in self.groups], dim=1))
-            out.proj_bias.copy_(self.proj_bias)
-        return out
+    @torch.no_grad()
+    def merged(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Every head as one group: (qkv weight laid out q | k | v, its bias or None, proj weight). With
+        proj_bias that is the same function with one qkv and one proj matmul (the deploy form's)."""
+        qkv = torch.cat([g.qkv.weight.view(3, -1, self.dim) for g in self.groups], dim=1).reshape(-1, self.dim)
+        bias = None
+        if self.groups[0].qkv.bias is not None:
+            bias = torch.cat([g.qkv.bias.view(3, -1) for g in self.groups], dim=1).reshape(-1)
+        return qkv, bias, torch.cat([g.proj.weight for g in self.groups], dim=1)
 
 
 class Block(nn.Module):
