@@ -21,7 +21,7 @@ from torch import nn
 from growth.errors import ConfigError
 from growth.models import register
 from growth.models.base import SpecModel
-from growth.models.transformer import init_linear_and_norm
+from growth.models.transformer import vit_init
 
 VARIANTS = ("fixed", "faithful")
 DEFAULTS = {"stage_repeats": [3, 3, 4, 3, 3], "embed_dim": 48, "heads": 4, "mlp_ratio": 4.0, "patch_size": 2}
@@ -31,11 +31,6 @@ def variant_norm(variant: str) -> dict:
     """The aux's final-norm placement and LayerNorm eps per variant (see the module docstring)."""
     return {"norm_first": True, "norm_eps": 1e-5} if variant == "faithful" else {"norm_first": False,
                                                                                   "norm_eps": 1e-6}
-
-
-def vit_init(module: nn.Module) -> None:
-    """timm's ViT init: Linear weights trunc-normal(0.02), zero biases, LayerNorm 1/0."""
-    init_linear_and_norm(module, lambda w: nn.init.trunc_normal_(w, std=0.02))
 
 
 def apply_block(block: Block, x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:

@@ -30,6 +30,11 @@ def init_linear_and_norm(module, weight_init) -> None:
             nn.init.zeros_(m.bias)
 
 
+def vit_init(module) -> None:
+    """timm's ViT init: Linear weights trunc-normal(0.02), zero biases, LayerNorm 1/0 (our ViT, the SWS aux)."""
+    init_linear_and_norm(module, lambda w: nn.init.trunc_normal_(w, std=0.02))
+
+
 class TransformerArch(SpecModel):
     grown_keys = ("depth", "heads", "layer_heads")
 

@@ -18,7 +18,7 @@ from torch import nn
 from growth.errors import ConfigError
 from growth.models import register
 from growth.models.skippable import SkippableMixin
-from growth.models.transformer import TransformerArch, init_linear_and_norm, parse_vit_arch
+from growth.models.transformer import TransformerArch, parse_vit_arch, vit_init
 from growth.models.transformer_deploy import PreNormBlock, fold_norm
 
 
@@ -98,10 +98,6 @@ class Block(nn.Module):
         nn.init.zeros_(self.mlp.fc2.bias)
 
 
-def _init(module):
-    init_linear_and_norm(module, lambda w: nn.init.trunc_normal_(w, std=0.02))
-
-
 def group_sizes(depth: int, groups: int | None) -> list[int]:
     """ADN's pseudo-stages: `groups` runs of consecutive blocks, as even as possible (earlier ones
     larger). None: groups of 3 when 3 divides the depth (the original's ViT-B 12 = 4 x 3), else one."""
@@ -133,7 +129,7 @@ class ViT(SkippableMixin, TransformerArch):
                 block.attn.add_heads(n)
         self.norm = nn.LayerNorm(self.embed_dim)
         self.head = nn.Linear(self.embed_dim, num_classes)
-        _init(self)
+        vit_init(self)
         self.skip_groups = skip_groups
         if skippable:  # ADN (growth/models/skippable.py); off by default
             self.skippable = True
@@ -193,13 +189,13 @@ class ViT(SkippableMixin, TransformerArch):
     def grow_depth(self, stage: int = 0, position: int | None = None) -> Block:
         """Insert a fresh block (default init) at `position` (default: at the end)."""
         block = self._block(self.heads).to(self.head.weight.device, self.head.weight.dtype)
-        _init(block)
+        vit_init(block)
         block.train(self.training)
         self.blocks.insert(len(self.blocks) if position is None else position, block)
         return block
 
     def init_new(self, module) -> None:
-        _init(module)
+        vit_init(module)
 
     def forward(self, x):
         x = self.patch_embed(x) + self.pos_embed
