@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from growth.blocks.reducenet import init_lora_from_branch1, lambda_at
 from growth.errors import ConfigError
-from growth.measure import compare_latency, count_params, forward_macs
+from growth.measure import compare_latency, count_params
 from growth.methods.base import Method, choice, record_first_phase
 from growth.methods.distill import kd_loss
 from growth.models import create_model, model_from_spec
@@ -140,10 +140,9 @@ class ReduceNetMethod(Method):
         if teacher.act == "lambda":
             teacher.set_lambda(0.0)  # the end of its schedule (the last step already used 0)
         before = trainer.probe_output(teacher)
-        deployed = teacher.deploy()
-        self.teacher_info = {"teacher_val_acc": trainer.last_val_acc, "teacher_params": count_params(teacher),
-                             "teacher_deploy_params": count_params(deployed),
-                             "teacher_macs": forward_macs(deployed, trainer.probe.to(trainer.device))}
+        sizes = trainer.sizes()  # the teacher's, measured (and cached) at its epochs' ends
+        self.teacher_info = {"teacher_val_acc": trainer.last_val_acc, "teacher_params": sizes["params"],
+                             "teacher_deploy_params": sizes["deploy_params"], "teacher_macs": sizes["macs"]}
         student = self._student(teacher)
         change = (trainer.probe_output(student) - before).abs().max().item()
         self.teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
@@ -166,11 +165,11 @@ class ReduceNetMethod(Method):
     def finish(self, trainer, record) -> dict:
         if not self.switched:
             return {}
-        student, deployed = trainer.model, trainer.model.deploy()
+        student, deployed, sizes = trainer.model, trainer.model.deploy(), trainer.sizes()
         change = (trainer.probe_output(deployed) - trainer.probe_output(student)).abs().max().item()
         record.add_event({"epoch": trainer.epoch, "step": trainer.step, "kind": "fuse", "where": "every block",
                           "arch_before": student.arch_string(), "arch_after": student.arch_string() + " fused",
-                          "params_before": count_params(student), "params_after": count_params(deployed),
+                          "params_before": sizes["params"], "params_after": sizes["deploy_params"],
                           "max_abs_output_change": change})
         ms = compare_latency({"unfused": student, "fused": deployed}, tuple(trainer.probe.shape[1:]),
                              SPEED_BATCH, SPEED_REPS)
@@ -178,8 +177,8 @@ class ReduceNetMethod(Method):
         out = {"teacher_test_acc": trainer.evaluate(trainer.data.test, self.teacher)["acc"],
                "student_val_acc": trainer.last_val_acc,
                "student_test_acc": trainer.evaluate(trainer.data.test, student)["acc"],
-               "student_params": count_params(student), "student_deploy_params": count_params(deployed),
-               "student_macs": forward_macs(deployed, trainer.probe.to(trainer.device)),
+               "student_params": sizes["params"], "student_deploy_params": sizes["deploy_params"],
+               "student_macs": sizes["macs"],
                "unfused_latency_ms": unfused_ms, "fused_latency_ms": fused_ms,
                "fused_speedup": unfused_ms / fused_ms, "speedup_batch": SPEED_BATCH}
         t = self.teacher_info
