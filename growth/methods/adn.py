@@ -212,7 +212,7 @@ class ADN(Method):
         growth.models.model_from_spec) and its fused deploy form."""
         plain = trainer.model.export_plain(cfg)
         path = record.dir / "checkpoints" / f"adn_{config_name(cfg)}.pt"
-        if getattr(record, "write", True):  # distributed: only the main rank writes
+        if record.write:  # distributed: only the main rank writes
             atomic_torch_save(path, {"skip": config_name(cfg), "arch_spec": plain.arch_spec(),
                                      "state_dict": plain.state_dict(), "model": plain.deploy()})
         return {"skip": config_name(cfg), "arch": plain.arch_string(), "path": str(path)}
