@@ -41,6 +41,10 @@ def _product(spec: dict) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*options)]
 
 
+def _job_name(combo: dict, keys) -> str:
+    return ",".join(f"{k}={_fmt(combo.get(k))}" for k in keys).replace("/", "_") or "job"
+
+
 def expand_jobs(exp: dict, scale: str | None = None) -> list[dict]:
     """[{"name": "method=adagrow,seed=0", "overrides": ["method=adagrow", "seed=0"], "keys": {...}}]"""
     scales = exp.get("scales") or {}
@@ -57,12 +61,12 @@ def expand_jobs(exp: dict, scale: str | None = None) -> list[dict]:
     jobs, seen = [], set()
     for combo in combos:
         # only the varying keys this job sets: a key another run line sets would read `key=null` here
-        name = ",".join(f"{k}={_fmt(combo[k])}" for k in varying if k in combo).replace("/", "_") or "job"
+        name = _job_name(combo, [k for k in varying if k in combo])
         if name in seen:
             raise ValueError(f"experiment {exp.get('description', '')!r} has two identical jobs: {name}")
         seen.add(name)
         # the name before 2026-11-23 (every varying key, `key=null` for those the job does not set)
-        legacy = ",".join(f"{k}={_fmt(combo.get(k))}" for k in varying).replace("/", "_") or "job"
+        legacy = _job_name(combo, varying)
         jobs.append({"name": name, "overrides": [f"{k}={_fmt(v)}" for k, v in combo.items()],
                      "keys": {k: _fmt(combo.get(k)) for k in varying}, "legacy_name": legacy})
     return jobs
