@@ -27,15 +27,11 @@ def cli():
 
 def tiny_cfg(**over) -> dict:
     """A plain config dict (as run.py hands to growth/) for in-process tests; keys as on the CLI."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from benchmarks.common import compose
 
     defaults = {"model.arch": "1-1-1", "model.widths": "[8,12,16]", "trainer.epochs": 2,
                 "trainer.progress": "false"}
-    defaults.update(over)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"{k}={v}" for k, v in defaults.items()])
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose(**{**defaults, **over})
 
 
 @torch.no_grad()

@@ -62,12 +62,10 @@ def test_every_ready_made_experiment_trains_on_digits_and_the_command_line_wins(
     """conf/experiment/NAME.yaml on the embedded data for 2 epochs: the experiment's method and model
     run, and command-line values win over the experiment's."""
     from growth.engine.job import run_job
-    over = [f"experiment={name}", "data=digits", "data.val_fraction=0.15", "trainer.epochs=2",
-            "grow.interval=1", "trainer.num_workers=0", "trainer.progress=false"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name="config", overrides=over), resolve=True)
-        full = OmegaConf.to_container(compose(config_name="config", overrides=[f"experiment={name}"]),
-                                      resolve=True)
+    from benchmarks.common import compose as plain
+    cfg = plain(**{"experiment": name, "data": "digits", "data.val_fraction": 0.15, "trainer.epochs": 2,
+                   "grow.interval": 1, "trainer.num_workers": 0, "trainer.progress": "false"})
+    full = plain(experiment=name)
     assert cfg["data"]["name"] == "digits" and cfg["trainer"]["epochs"] == 2
     assert cfg["method"] == full["method"] and cfg["model"] == full["model"]
     summary = run_job(cfg, tmp_path / name)

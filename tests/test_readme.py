@@ -6,6 +6,7 @@ import shlex
 
 import pytest
 
+from benchmarks.common import compose
 from growth.engine.job import prepare
 from growth.sweeps import expand_jobs, load_experiment
 from tests.conftest import ROOT
@@ -40,22 +41,12 @@ def test_the_readme_has_commands_to_check():
 @pytest.mark.parametrize("args", [a for a in RUNS if "-m" not in a], ids=" ".join)
 def test_every_run_command_composes_and_passes_the_checks_before_training(args, tmp_path):
     over = _overrides(args)
-    cfg = _compose(over)
+    cfg = compose(**over)  # the config exactly as the command gives it
     on_files = cfg["data"]["name"] not in ("digits", "synthetic", "synthetic_text")
     needs_files = any(k in over for k in ("method.learngene", "trainer.resume"))
     if on_files or needs_files or cfg["trainer"]["device"] == "cuda":
         return  # composing is all that can be checked here: no dataset files, checkpoint or GPU
     prepare(cfg, tmp_path / "run")  # raises ConfigError on a value the growth side rejects
-
-
-def _compose(over: dict) -> dict:
-    """The config exactly as the command gives it (tiny_cfg's own small-model defaults removed)."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"{k}={v}" for k, v in over.items()])
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 @pytest.mark.parametrize("args", SWEEPS, ids=" ".join)
