@@ -3,11 +3,7 @@
 Loading checks the file before anything trains: a corrupt file or one that does not fit the configured
 model stops with one line naming `trainer.resume` (or the run directory) and what is wrong.
 """
-from pathlib import Path
-
-import torch
-
-from growth.engine.io import atomic_torch_save
+from growth.engine.io import atomic_torch_save, read_torch
 from growth.engine.optim import group_param_names
 from growth.errors import ConfigError
 
@@ -25,14 +21,7 @@ def save_checkpoint(path, *, model, optimizer, schedule, method, epoch, step, co
 
 
 def load_checkpoint(path, key: str = "trainer.resume") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(key, str(path), "checkpoint file does not exist")
-    try:
-        # Our own files hold numpy RNG state and plain dicts; weights_only would refuse them.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # any unpickling failure means the file is unusable
-        raise ConfigError(key, str(path), f"checkpoint is corrupt or unreadable ({type(e).__name__})") from None
+    ckpt = read_torch(path, key, "checkpoint file does not exist", "checkpoint is corrupt or unreadable")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "arch_spec" not in ckpt:
         raise ConfigError(key, str(path), f"not a checkpoint of this suite (format {FORMAT} expected)")
     return ckpt

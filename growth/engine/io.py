@@ -1,10 +1,13 @@
-"""Atomic writes: a file is either the old version or the complete new one, never half written."""
+"""Atomic writes: a file is either the old version or the complete new one, never half written; and the
+one way our torch files (checkpoints, learngenes, teachers) are read back."""
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import torch
+
+from growth.errors import ConfigError
 
 
 def _atomic(path, write) -> None:
@@ -57,3 +60,16 @@ def read_jsonl(path) -> list[dict]:
             except json.JSONDecodeError:  # a line cut by a kill mid-write: drop it
                 pass
     return rows
+
+
+def read_torch(path, key: str, missing: str, corrupt: str):
+    """torch.load of one of our files, or a one-line ConfigError naming `key`: `missing` when there is no
+    such file, `corrupt` (with the error type) when it does not unpickle."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(key, str(path), missing)
+    try:
+        # Our own files hold numpy RNG state, plain dicts or whole modules; weights_only would refuse them.
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # any unpickling failure means the file is unusable
+        raise ConfigError(key, str(path), f"{corrupt} ({type(e).__name__})") from None

@@ -1,9 +1,9 @@
 """Where an SWS aux model's teacher comes from: a timm model (weights file, or trained in an earlier phase
 of the run) or one of our own checkpoints (checkpoints/last.pt or checkpoints/deploy.pt)."""
-from pathlib import Path
 
 import torch
 
+from growth.engine.io import read_torch
 from growth.errors import ConfigError
 from growth.models import model_from_spec
 from growth.models.timm_model import TimmModel
@@ -14,13 +14,7 @@ def is_path(value: str) -> bool:
 
 
 def _load(path, key: str):
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(key, str(path), "file does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # any unpickling failure: the file is unusable
-        raise ConfigError(key, str(path), f"corrupt or unreadable ({type(e).__name__})") from None
+    return read_torch(path, key, "file does not exist", "corrupt or unreadable")
 
 
 def load_our_model(path, key: str = "method.teacher"):

@@ -8,10 +8,10 @@ training cost, so that a descendant run can report the cost and storage ratios.
 `auto`, which splits the depth over the stages in proportion to the aux's stage repeats (one layer per
 stage first), so that `auto` at the aux's depth replays the aux schedule exactly.
 """
-from pathlib import Path
 
 import torch
 
+from growth.engine.io import read_torch
 from growth.errors import ConfigError
 
 FORMAT = "sws-learngene-1"
@@ -48,13 +48,8 @@ def load(path, key: str = "method.learngene") -> dict:
     if not path:
         raise ConfigError(key, path, "a descendant needs a learngene file (an aux run's "
                           "checkpoints/learngene.pt), or use method.phase=scratch")
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(key, str(path), "learngene file does not exist (run the aux phase first)")
-    try:
-        gene = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # any unpickling failure: the file is unusable
-        raise ConfigError(key, str(path), f"learngene file is corrupt or unreadable ({type(e).__name__})") from None
+    gene = read_torch(path, key, "learngene file does not exist (run the aux phase first)",
+                      "learngene file is corrupt or unreadable")
     if not isinstance(gene, dict) or gene.get("format") != FORMAT:
         raise ConfigError(key, str(path), f"not a learngene file (format {FORMAT} expected)")
     return gene
