@@ -26,13 +26,18 @@ class ConvBN(nn.Module):
         return w.detach(), b.detach()
 
 
+def conv_from(weight: torch.Tensor, bias: torch.Tensor, *, stride=1, groups=1) -> nn.Conv2d:
+    """A Conv2d (with bias, size-keeping padding per axis) holding copies of these tensors."""
+    cout, cin_per_group, kh, kw = weight.shape
+    # skip_init: the weights are overwritten below, and a default init would draw from the global RNG
+    out = skip_init(nn.Conv2d, cin_per_group * groups, cout, (kh, kw), stride=stride, padding=(kh // 2, kw // 2),
+                    groups=groups, bias=True, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(weight)
+        out.bias.copy_(bias)
+    return out
+
+
 def fuse_convbn(m: ConvBN) -> nn.Conv2d:
     """A plain Conv2d (with bias) computing what `m` computes in eval mode."""
-    c = m.conv
-    # skip_init: the weights are overwritten below, and a default init would draw from the global RNG
-    out = skip_init(nn.Conv2d, c.in_channels, c.out_channels, c.kernel_size, stride=c.stride,
-                    padding=c.padding, groups=c.groups, bias=True, device=c.weight.device, dtype=c.weight.dtype)
-    w, b = m.fused_weights()
-    out.weight.data.copy_(w)
-    out.bias.data.copy_(b)
-    return out
+    return conv_from(*m.fused_weights(), stride=m.conv.stride, groups=m.conv.groups)

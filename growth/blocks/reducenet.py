@@ -21,10 +21,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import skip_init
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from growth.blocks.convbn import ConvBN, fuse_convbn
+from growth.blocks.convbn import ConvBN, conv_from, fuse_convbn
 
 DESIGNS = ("head", "blog")
 ACTS = ("relu", "lambda")
@@ -44,16 +43,6 @@ class LambdaReLU(nn.Module):
 
     def forward(self, x):
         return x + self.lam.to(x.dtype) * F.relu(-x)
-
-
-def _conv(cin, cout, kernel, stride, ref: torch.Tensor, weight, bias) -> nn.Conv2d:
-    # skip_init: the weights are overwritten, and a default init would draw from the global RNG
-    conv = skip_init(nn.Conv2d, cin, cout, kernel, stride=stride, padding=kernel // 2, bias=True,
-                     device=ref.device, dtype=ref.dtype)
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
-    return conv
 
 
 class Bottleneck(nn.Module):
@@ -137,7 +126,7 @@ class ReduceBlock(nn.Module):
         if self.design == "head":
             bn = self.pre_bn
             w, b = fuse_conv_bn_weights(w, b, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
-        conv_a = _conv(self.cin, self.planes, 3, self.stride, self.conv3.conv.weight, w, b)
+        conv_a = conv_from(w, b, stride=self.stride)
         conv_b = fuse_convbn(self.conv3)
         shortcut = None if self.shortcut is None else fuse_convbn(self.shortcut)
         return PlainBlock(conv_a, conv_b, shortcut, out_relu=self.design == "head")

@@ -4,12 +4,10 @@ The branch kernels are at most the unit's base kernel (e.g. 1x1, 1x3, 3x1, 3x3 f
 branch pads to keep the centre aligned, so a folded kernel zero-padded (centred) to the base shape gives
 the same output, at any stride. There is no activation inside the unit: blocks apply it.
 """
-import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import skip_init
 
-from growth.blocks.convbn import ConvBN
+from growth.blocks.convbn import ConvBN, conv_from
 
 
 def odd_kernels_up_to(base) -> list[tuple[int, int]]:
@@ -58,12 +56,4 @@ class RepUnit(nn.Module):
             ph, pw = (kh - w.shape[2]) // 2, (kw - w.shape[3]) // 2
             weight = weight + F.pad(w, (pw, pw, ph, ph))
             bias = bias + bb
-        ref = self.branches[0].conv.weight
-        # skip_init: no throwaway default init, which would draw from the global RNG
-        conv = skip_init(nn.Conv2d, self.cin, self.cout, self.base_kernel, stride=self.stride,
-                         padding=(kh // 2, kw // 2), groups=self.groups, bias=True, device=ref.device,
-                         dtype=ref.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(weight)
-            conv.bias.copy_(bias)
-        return conv
+        return conv_from(weight, bias, stride=self.stride, groups=self.groups)
