@@ -21,7 +21,7 @@ from torch import nn
 from growth.errors import ConfigError
 from growth.models import register
 from growth.models.base import SpecModel
-from growth.models.transformer import vit_init
+from growth.models.transformer import check_image_data, vit_init
 
 VARIANTS = ("fixed", "faithful")
 DEFAULTS = {"stage_repeats": [3, 3, 4, 3, 3], "embed_dim": 48, "heads": 4, "mlp_ratio": 4.0, "patch_size": 2}
@@ -38,16 +38,6 @@ def apply_block(block: Block, x: torch.Tensor, rate: float, training: bool) -> t
     several depths of the ramp; Block's own drop_path modules would fix one rate)."""
     x = x + drop_path(block.ls1(block.attn(block.norm1(x))), rate, training)
     return x + drop_path(block.ls2(block.mlp(block.norm2(x))), rate, training)
-
-
-def check_image_model(cfg: dict, data: dict, family: str) -> int:
-    """The patch size, after checking the data are images it divides."""
-    if "vocab_size" in data:
-        raise ConfigError("model", family, f"needs image data, got data={data['name']!r}")
-    patch = int(cfg.get("patch_size") or DEFAULTS["patch_size"])
-    if data["image_size"] % patch:
-        raise ConfigError("model.patch_size", patch, f"must divide the image size {data['image_size']}")
-    return patch
 
 
 def check_heads(heads, embed_dim: int, key: str) -> int:
@@ -108,7 +98,7 @@ class SWSAux(SpecModel):
 
     @classmethod
     def from_config(cls, cfg: dict, data: dict) -> "SWSAux":
-        patch = check_image_model(cfg, data, "sws_aux")
+        patch = check_image_data(data, "sws_aux", cfg.get("patch_size") or DEFAULTS["patch_size"])
         repeats = cfg.get("stage_repeats") or DEFAULTS["stage_repeats"]
         if not isinstance(repeats, list) or not repeats or any(
                 isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in repeats):

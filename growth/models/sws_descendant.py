@@ -11,7 +11,8 @@ from timm.models.vision_transformer import VisionTransformer
 from growth.errors import ConfigError
 from growth.models import learngene, register
 from growth.models.base import SpecModel
-from growth.models.sws import DEFAULTS, check_heads, check_image_model
+from growth.models.sws import DEFAULTS, check_heads
+from growth.models.transformer import check_image_data
 
 
 def default_heads(aux_heads: int, variant: str) -> int:
@@ -62,8 +63,7 @@ class SWSDescendant(SpecModel):
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ConfigError("model.depth", depth, "a positive integer (the number of layers)")
         embed = int(cfg.get("embed_dim") or base["embed_dim"])
-        patch = check_image_model({"patch_size": cfg.get("patch_size") or base["patch_size"]}, data,
-                                  "sws_descendant")
+        patch = check_image_data(data, "sws_descendant", cfg.get("patch_size") or base["patch_size"])
         heads = cfg.get("heads") or default_heads(int(base["heads"]), cfg.get("variant") or "fixed")
         check_heads(heads, embed, "model.heads")
         return cls(depth, heads, embed, float(cfg.get("mlp_ratio") or base["mlp_ratio"]), patch,

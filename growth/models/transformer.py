@@ -30,6 +30,16 @@ def init_linear_and_norm(module, weight_init) -> None:
             nn.init.zeros_(m.bias)
 
 
+def check_image_data(data: dict, family: str, patch, hint: str = "") -> int:
+    """The patch size, after checking the data are images it divides (every ViT family)."""
+    if "vocab_size" in data:
+        raise ConfigError("model", family, f"needs image data, got data={data['name']!r}{hint}")
+    patch = int(patch)
+    if data["image_size"] % patch:
+        raise ConfigError("model.patch_size", patch, f"must divide the image size {data['image_size']}")
+    return patch
+
+
 def vit_init(module) -> None:
     """timm's ViT init: Linear weights trunc-normal(0.02), zero biases, LayerNorm 1/0 (our ViT, the SWS aux)."""
     init_linear_and_norm(module, lambda w: nn.init.trunc_normal_(w, std=0.02))

@@ -18,7 +18,7 @@ from torch import nn
 from growth.errors import ConfigError
 from growth.models import register
 from growth.models.skippable import SkippableMixin
-from growth.models.transformer import TransformerArch, parse_vit_arch, vit_init
+from growth.models.transformer import TransformerArch, check_image_data, parse_vit_arch, vit_init
 from growth.models.transformer_deploy import PreNormBlock, fold_norm
 
 
@@ -164,12 +164,8 @@ class ViT(SkippableMixin, TransformerArch):
 
     @classmethod
     def from_config(cls, cfg: dict, data: dict) -> "ViT":
-        if "vocab_size" in data:
-            raise ConfigError("model", "vit", f"needs image data, got data={data['name']!r}; for text use model=bert")
+        patch = check_image_data(data, "vit", cfg.get("patch_size", 2), "; for text use model=bert")
         depth, heads = parse_vit_arch(cfg.get("arch", "d2h6"))
-        patch = int(cfg.get("patch_size", 2))
-        if data["image_size"] % patch:
-            raise ConfigError("model.patch_size", patch, f"must divide the image size {data['image_size']}")
         # heads are decoupled from the embedding width (attention dim = heads * head_dim): any embed_dim
         # works; null gives the original's 64 * heads
         embed = cfg.get("embed_dim")
