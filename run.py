@@ -59,20 +59,19 @@ def _hydra_app():
 
     from growth.engine.job import run_job
     from growth.engine.record import RunRecord
-    from growth.errors import ConfigError
+    from growth.errors import ConfigError, RunDirBusy
 
     @hydra.main(version_base="1.3", config_path="conf", config_name="config")
     def app(cfg):
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)
         multirun = hc.mode == RunMode.MULTIRUN
-        try:
-            OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
+        try:  # config_resolved.yaml is written by run_job, once it is checked against a resumed run's
             summary = run_job(OmegaConf.to_container(cfg, resolve=True), run_dir)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
-            record = RunRecord(run_dir)
-            if not record.path("summary").exists():
+            record = RunRecord(run_dir, write=not isinstance(e, RunDirBusy))  # a busy dir is not ours to write
+            if record.write and not record.path("summary").exists():
                 record.write_summary({"status": "failed", "error": str(e)})
             if multirun:  # one bad job must not stop the sweep; the summary says it failed
                 return None
@@ -87,16 +86,23 @@ def _hydra_app():
             return None
         if int(os.environ.get("RANK", "0")) != 0:  # distributed: rank 0 reports
             return summary.get("final_val_acc")
+        if summary.get("already_completed"):  # nothing trained, nothing rewritten
+            print(f"already completed: {status_line(summary)}\nrun record: {run_dir}")
+            return summary.get("final_val_acc")
         print_report(summary, run_dir)
-        print(f"status {summary['status']}: arch {summary['arch']}, params {summary['params']:,} "
-              f"(deployed {summary['deploy_params']:,}), final val acc {summary['final_val_acc']}, "
-              f"test acc {summary['test_acc']}, train time {summary['train_time_s']:.1f}s")
+        print(status_line(summary))
         if summary["status"] != "completed" and not multirun:
             print(f"error: {summary['error']}", file=sys.stderr)
             sys.exit(1)
         return summary.get("final_val_acc")
 
     return app
+
+
+def status_line(summary: dict) -> str:
+    return (f"status {summary['status']}: arch {summary['arch']}, params {summary['params']:,} "
+            f"(deployed {summary['deploy_params']:,}), final val acc {summary['final_val_acc']}, "
+            f"test acc {summary['test_acc']}, train time {summary['train_time_s']:.1f}s")
 
 
 def print_report(summary: dict, run_dir: Path) -> None:

@@ -9,6 +9,10 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r}: {allowed}")
 
 
+class RunDirBusy(ConfigError):
+    """Another live process holds the run directory: stop without writing anything into it."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run stops with status 'failed'."""
 

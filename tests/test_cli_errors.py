@@ -74,6 +74,10 @@ def test_checkpoint_in_run_dir_that_does_not_fit(cli, tmp_path):
     summary_before = (run_dir / "summary.json").read_text()
     proc = cli(["model.widths=[8,12,24]", f"hydra.run.dir={run_dir}"])
     assert proc.returncode == 2
+    assert "model.widths: [8, 12, 16] -> [8, 12, 24]" in _error_line(proc)  # the config check comes first
+    # changing the config on purpose still cannot load weights of another shape
+    proc = cli(["model.widths=[8,12,24]", "trainer.on_config_change=continue", f"hydra.run.dir={run_dir}"])
+    assert proc.returncode == 2
     assert "checkpoints/last.pt=" in _error_line(proc)
     assert (run_dir / "summary.json").read_text() == summary_before  # the finished record is untouched
     assert torch.load(run_dir / "checkpoints/last.pt", weights_only=False)["epoch"] == 1

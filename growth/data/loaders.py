@@ -24,14 +24,15 @@ class TensorLoader:
     def __init__(self, x, y, batch_size, shuffle=False, drop_last=False, seed=0):
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
-        self.epoch, self.rank, self.world = 0, 0, 1
+        self.epoch, self.rank, self.world, self.start_batch = 0, 0, 1, 0
 
     def shard(self, rank: int, world: int) -> None:
         """Data parallel: each rank iterates its share of the same (seed, epoch) permutation."""
         self.rank, self.world = rank, world
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """`start_batch`: resume inside the epoch, skipping the batches a step checkpoint already saw."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     @property
     def num_samples(self) -> int:
@@ -48,7 +49,7 @@ class TensorLoader:
         else:
             order = torch.arange(n, device=self.y.device)
         order = shard_order(order, self.rank, self.world)
-        for i in range(len(self)):
+        for i in range(self.start_batch, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield self.x[idx], self.y[idx]
 
@@ -58,10 +59,11 @@ class EpochSampler(Sampler):
 
     def __init__(self, n, seed=0, shuffle=True):
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
-        self.rank, self.world = 0, 1
+        self.rank, self.world, self.start = 0, 1, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """`start`: the number of this epoch's samples (of this rank's share) to skip on a mid-epoch resume."""
+        self.epoch, self.start = epoch, start
 
     def __len__(self):
         return self.n // self.world
@@ -71,7 +73,7 @@ class EpochSampler(Sampler):
             order = list(range(self.n))
         else:
             order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist()
-        return iter(shard_order(order, self.rank, self.world))
+        return iter(shard_order(order, self.rank, self.world)[self.start:])
 
 
 class DatasetLoader:
@@ -86,8 +88,9 @@ class DatasetLoader:
                                  persistent_workers=num_workers > 0)
         self.dataset = dataset
 
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        # Whole batches are skipped, so the batches that follow hold the same samples as uninterrupted.
+        self.sampler.set_epoch(epoch, start_batch * self.loader.batch_size)
 
     def shard(self, rank: int, world: int) -> None:
         self.sampler.rank, self.sampler.world = rank, world

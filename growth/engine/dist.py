@@ -53,6 +53,15 @@ def env_rank() -> int:
     return 0
 
 
+def env_world() -> int:
+    """The number of processes from the environment, before the process group exists."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        return int(os.environ.get("SLURM_NTASKS", "1"))
+    return 1
+
+
 def setup(device: torch.device) -> DistInfo:
     """Join the process group when launched as several processes; a single process gets DistInfo()."""
     _export_submitit_env()
@@ -125,4 +134,4 @@ def cleanup() -> None:
 
 
 __all__ = ["DistInfo", "setup", "local_device", "wrap", "all_sum", "sync_buffers", "check_same", "weight_digest",
-           "cleanup", "env_rank"]
+           "cleanup", "env_rank", "env_world"]

@@ -10,11 +10,20 @@ import torch
 from growth.errors import ConfigError
 
 
+def _umask_mode() -> int:
+    """The mode a plain open() would give a new file (0644 under umask 022). mkstemp makes 0600, which
+    would keep a lab mate on the same cluster from reading the run record."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic(path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _umask_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

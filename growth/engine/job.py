@@ -2,6 +2,7 @@
 
 Everything that can be wrong with the input is checked before the first step, and raises ConfigError.
 """
+import json
 import logging
 import os
 import signal
@@ -12,9 +13,11 @@ import torch
 
 from growth.data import build_data
 from growth.engine import dist
+from growth.engine import config_diff
 from growth.engine.checkpoint import check_compatible, load_checkpoint
 from growth.engine.env import (git_commit, resolve_device, resolve_precision, seed_everything, versions)
 from growth.engine.io import atomic_torch_save
+from growth.engine.lock import RunDirLock
 from growth.engine.record import RunRecord
 from growth.engine.trainer import Trainer
 from growth.errors import ConfigError, Interrupted, TrainingDiverged
@@ -56,22 +59,85 @@ def _file_log(record: RunRecord) -> logging.Handler:
 
 
 def _find_checkpoint(cfg: dict, record: RunRecord):
-    """trainer.resume=PATH wins; otherwise a run directory that holds last.pt resumes itself."""
+    """The run directory's own last.pt wins once it exists: `trainer.resume` only seeds a fresh directory
+    (the DeiT/submitit contract), so a requeued fine-tuning job resumes its own progress, not its seed.
+    Returns (checkpoint, path, key naming it in errors)."""
+    if record.path("last").exists():
+        return load_checkpoint(record.path("last"), "checkpoints/last.pt"), record.path("last"), "checkpoints/last.pt"
     resume = cfg["trainer"].get("resume")
     if resume:
-        return load_checkpoint(Path(resume), "trainer.resume"), Path(resume)
-    if record.path("last").exists():
-        return load_checkpoint(record.path("last"), "checkpoints/last.pt"), record.path("last")
-    return None, None
+        return load_checkpoint(Path(resume), "trainer.resume"), Path(resume), "trainer.resume"
+    return None, None, None
 
 
-def prepare(cfg: dict, run_dir) -> tuple[Trainer, RunRecord]:
-    """Validate and build everything; nothing trains yet."""
+def _policy(cfg: dict) -> str:
+    value = cfg["trainer"].get("on_config_change", "error")
+    if value not in config_diff.POLICIES:
+        raise ConfigError("trainer.on_config_change", value, f"allowed: {', '.join(config_diff.POLICIES)}")
+    return value
+
+
+def _config_changes(cfg: dict, run_dir) -> dict:
+    """What differs from the config this run directory was started with ({} for a fresh one). A change
+    stops here unless trainer.on_config_change=continue; then it becomes a config_change event."""
+    old = config_diff.read_config(Path(run_dir) / "config_resolved.yaml")
+    changes = config_diff.changed_keys(old, cfg) if old is not None else {}
+    if changes and _policy(cfg) == "error":
+        raise ConfigError("config", config_diff.describe(changes),
+                          f"differs from the config {run_dir} was started with; allowed: the same config (keys "
+                          "that only change how the job runs may differ), a new hydra.run.dir, or "
+                          "trainer.on_config_change=continue to go on under the new config (recorded as an event)")
+    return changes
+
+
+def completed_summary(cfg: dict, run_dir) -> dict | None:
+    """The summary of a run that already completed under this config: nothing is to be done."""
+    path = RunRecord(run_dir, write=False).path("summary")
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None  # cut by a kill: the checkpoint decides
+    if not summary or summary.get("status") != "completed":
+        return None
+    if _config_changes(cfg, run_dir):
+        return None  # changed on purpose (on_config_change=continue): resume and finish again
+    return summary
+
+
+def _config_event(trainer: Trainer, changes: dict) -> dict:
+    n, arch = count_params(trainer.model), trainer.model.arch_string()
+    return {"epoch": trainer.epoch, "step": trainer.step, "kind": "config_change", "where": ", ".join(changes),
+            "arch_before": arch, "arch_after": arch, "params_before": n, "params_after": n,
+            "max_abs_output_change": None, "changes": {k: list(v) for k, v in changes.items()}}
+
+
+def _hold(lock, info) -> None:
+    """Rank 0 takes the run directory's lock; distributed, every rank stops if it could not."""
+    problem = None
+    if info.is_main and lock is not None:
+        try:
+            lock.acquire()
+        except ConfigError as e:
+            problem = e
+    if info.enabled:
+        dist.check_same(info, "the run directory lock", "ok")  # a barrier: rank 0 has tried
+        flags = [None] * info.world
+        torch.distributed.all_gather_object(flags, problem is None)
+        if not flags[0] and problem is None:
+            raise ConfigError("hydra.run.dir", str(lock.path.parent if lock else ""), "held by another process")
+    if problem:
+        raise problem
+
+
+def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
+    """Validate and build everything; nothing trains yet. `lock`: the run directory's RunDirLock."""
     validate(cfg)
+    _policy(cfg)
     t = cfg["trainer"]
     device = resolve_device(t.get("device", "auto"))
     info = dist.setup(device)
     device = dist.local_device(device, info)
+    _hold(lock, info)
     record = RunRecord(run_dir, write=info.is_main)
     if not info.is_main:
         log.setLevel(logging.WARNING)  # one copy of the epoch lines, from rank 0
@@ -87,9 +153,10 @@ def prepare(cfg: dict, run_dir) -> tuple[Trainer, RunRecord]:
         data.train.shard(info.rank, info.world)
     model = build_model(cfg["model"], data.info)
     method = build_method(cfg)
-    ckpt, ckpt_path = _find_checkpoint(cfg, record)
+    ckpt, ckpt_path, key = _find_checkpoint(cfg, record)
+    own = key == "checkpoints/last.pt"
+    changes = _config_changes(cfg, run_dir) if own else {}  # a seed from elsewhere may differ: fine-tuning
     if ckpt is not None:
-        key = "trainer.resume" if t.get("resume") else "checkpoints/last.pt"
         check_compatible(ckpt, model, key, ckpt_path)
         model = model_from_spec(ckpt["arch_spec"])
     trainer = Trainer(model, data, method, record, optim_cfg=cfg["optim"], trainer_cfg=t, device=device,
@@ -101,37 +168,54 @@ def prepare(cfg: dict, run_dir) -> tuple[Trainer, RunRecord]:
             raise ConfigError(key, str(ckpt_path), f"checkpoint does not match the model ({str(e)[:200]})")
         record.truncate_after(trainer.epoch)
         trainer.rewrap()  # the loaded weights are what DDP must broadcast
-        log.info("resumed from %s at epoch %d (step %d)", ckpt_path, trainer.epoch, trainer.step)
+        point = trainer.resume_point
+        inside = f", inside epoch {point['epoch']} at batch {point['batch']}" if point else ""
+        log.info("resumed from %s at epoch %d (step %d%s)", ckpt_path, trainer.epoch, trainer.step, inside)
     else:
         record.truncate_after(0)  # stale rows from a run that died before its first checkpoint
+    if changes:
+        record.add_event(_config_event(trainer, changes))
+        log.warning("config changed (trainer.on_config_change=continue): %s", config_diff.describe(changes))
+    if record.write:
+        config_diff.write_config(record.path("config"), cfg)
     method.setup(trainer)  # a method checks its own settings against the model here, before training
     return trainer, record
 
 
-def _catch_signals(trainer: Trainer, record: RunRecord) -> None:
-    """SIGTERM/SIGUSR2 (SLURM preemption, timeouts) stop at the next step with status 'interrupted';
-    the last epoch checkpoint stays, so the same command resumes.
+class _Signals:
+    """SIGTERM/SIGUSR2 (SLURM preemption, timeouts) stop the run at the next step, which saves a step
+    checkpoint first, so the same command resumes from that very step; status 'interrupted'.
 
-    Under submitit the signals belong to submitit: on SIGUSR2 it requeues the job, which then resumes
-    from last.pt in the same directory. We only mark the record 'interrupted' and hand over."""
-    if os.environ.get("SUBMITIT_EXECUTOR"):
-        previous = signal.getsignal(signal.SIGUSR2)
+    Under submitit SIGUSR2 belongs to submitit (it requeues the job, which then resumes from last.pt in
+    the same directory) and SIGTERM is its to ignore. Its handler is not called from inside the signal,
+    where the step in flight would be lost, but once the step checkpoint and the record are written
+    (`hand_over`). The previous handlers come back when the job ends."""
 
-        def mark_and_requeue(signum, frame):
-            record.write_summary({"status": "interrupted", "error": f"SIGUSR2 at epoch {trainer.epoch} "
-                                  f"(step {trainer.step}); requeued, resumes from checkpoints/last.pt"})
-            if callable(previous):
-                previous(signum, frame)
-        signal.signal(signal.SIGUSR2, mark_and_requeue)
-        return
+    def __init__(self, trainer: Trainer):
+        self.trainer, self.caught, self.previous = trainer, None, {}
+        submitit = bool(os.environ.get("SUBMITIT_EXECUTOR"))
+        for sig in (signal.SIGUSR2,) if submitit else (signal.SIGTERM, signal.SIGUSR2):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread (e.g. inside some launchers): leave defaults
+                pass
+        self.submitit = submitit
 
-    def handler(signum, _frame):
-        trainer.stop_requested = signal.Signals(signum).name
-    for sig in (signal.SIGTERM, signal.SIGUSR2):
-        try:
-            signal.signal(sig, handler)
-        except ValueError:  # not the main thread (e.g. inside some launchers): leave defaults
-            pass
+    def _handler(self, signum, frame):
+        self.trainer.stop_requested = signal.Signals(signum).name
+        self.caught = (signum, frame)
+
+    def hand_over(self) -> None:
+        """Under submitit, after the interruption is recorded: its checkpoint(), requeue and exit."""
+        previous = self.previous.get(self.caught[0]) if self.caught else None
+        if self.submitit and callable(previous):
+            self.restore()
+            previous(*self.caught)
+
+    def restore(self) -> None:
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self.previous = {}
 
 
 def finish(trainer: Trainer, record: RunRecord) -> dict:
@@ -164,34 +248,54 @@ def _export(deployed, example, record: RunRecord) -> dict:
 
 
 def run_job(cfg: dict, run_dir) -> dict:
-    """Train one job into run_dir and return its summary. ConfigError propagates before training."""
-    handler = _file_log(RunRecord(run_dir)) if dist.env_rank() == 0 else None
+    """Train one job into run_dir and return its summary. ConfigError propagates before training.
+
+    One process holds the run directory (run.lock). A run that completed under the same config is not
+    run again: its summary comes back with `already_completed` set, and nothing is written."""
+    lock = RunDirLock(run_dir) if dist.env_rank() == 0 else None
+    handler = None
     try:
-        trainer, record = prepare(cfg, run_dir)
+        validate(cfg)
+        if lock is not None and dist.env_world() == 1:
+            lock.acquire()  # before reading the summary: a live run may be about to write it
+            done = completed_summary(cfg, run_dir)
+            if done is not None:
+                return {**done, "already_completed": True}
+        handler = _file_log(RunRecord(run_dir)) if dist.env_rank() == 0 else None
+        trainer, record = prepare(cfg, run_dir, lock if dist.env_world() > 1 else None)
         return _train(cfg, trainer, record)
     finally:
         dist.cleanup()
+        if lock is not None:
+            lock.release()
         if handler:
             log.removeHandler(handler)
             handler.close()
 
 
 def _train(cfg: dict, trainer: Trainer, record: RunRecord) -> dict:
-    _catch_signals(trainer, record)
+    signals = _Signals(trainer)
     status, error, extras = "completed", None, {}
     t0 = time.perf_counter()
     try:
-        trainer.fit()
-        extras = finish(trainer, record)
-    except TrainingDiverged as e:
-        status, error = "failed", str(e)
-        log.error("run failed: %s", e)
-    except (Interrupted, KeyboardInterrupt) as e:
-        status, error = "interrupted", str(e) or "KeyboardInterrupt"
-        log.warning("run interrupted: %s (resume by running the same command)", error)
-    summary = _summary(cfg, trainer, status, error, extras, time.perf_counter() - t0)
-    record.write_summary(summary)
-    return summary
+        try:
+            trainer.fit()
+            extras = finish(trainer, record)
+        except TrainingDiverged as e:
+            status, error = "failed", str(e)
+            log.error("run failed: %s", e)
+        except (Interrupted, KeyboardInterrupt) as e:
+            status, error = "interrupted", str(e) or "KeyboardInterrupt"
+            if signals.submitit and signals.caught:
+                error += "; requeued by submitit, resumes from checkpoints/last.pt"
+            log.warning("run interrupted: %s (resume by running the same command)", error)
+        summary = _summary(cfg, trainer, status, error, extras, time.perf_counter() - t0)
+        record.write_summary(summary)
+        if status == "interrupted":
+            signals.hand_over()  # under submitit: requeue and exit; the record is complete by now
+        return summary
+    finally:
+        signals.restore()
 
 
 def _summary(cfg, trainer: Trainer, status, error, extras, wall) -> dict:

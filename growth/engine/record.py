@@ -15,7 +15,8 @@ METRIC_KEYS = ("epoch", "phase", "arch", "params", "deploy_params", "macs", "tra
                "val_loss", "val_acc", "lr", "epoch_time_s", "samples_seen", "train_macs_cum")
 EVENT_KEYS = ("epoch", "step", "kind", "where", "arch_before", "arch_after", "params_before",
               "params_after", "max_abs_output_change")
-EVENT_KINDS = ("grow_depth", "grow_width", "grow_heads", "phase_start", "switch", "fuse", "skip_eval")
+EVENT_KINDS = ("grow_depth", "grow_width", "grow_heads", "phase_start", "switch", "fuse", "skip_eval",
+               "config_change")
 SUMMARY_KEYS = ("schema_version", "status", "method", "model", "data", "seed", "variants", "final_val_acc",
                 "best_val_acc", "test_acc", "arch", "params", "deploy_params", "macs", "train_time_s",
                 "train_macs_total", "device", "git_commit", "versions")

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from growth.arch import spec_to_json
 from growth.engine import dist
-from growth.engine.checkpoint import save_checkpoint
+from growth.engine.checkpoint import CheckpointClock, save_checkpoint
 from growth.engine.env import rng_state, set_rng_state
 from growth.engine.optim import add_params, build_optimizer, restore_group_order
 from growth.engine.schedule import Schedule
@@ -43,6 +43,11 @@ class Trainer:
         self.counters = {"samples_seen": 0, "train_macs_cum": 0, "train_time_s": 0.0, "best_val_acc": 0.0}
         self.stop_requested = None  # set by a signal handler; checked every step
         self.model_replaced = False  # a method swapped the model (phase switch): resume from the spec
+        self.configured_spec = self.model.arch_spec()  # what the config built (checked on resume)
+        # Inside an epoch: the batch reached and the epoch's running sums, for a step checkpoint; a
+        # checkpoint taken inside an epoch hands them to the resumed run through `resume_point`.
+        self.in_epoch, self.resume_point = None, None
+        self.clock = CheckpointClock(trainer_cfg.get("checkpoint_every"))
         self._macs_cache = {}
         self.probe = next(iter(data.val))[0][:int(trainer_cfg.get("probe_batch", 32))]
         self.train_model = None
@@ -97,13 +102,24 @@ class Trainer:
         """A fresh LR schedule (warmup, cosine) over the next `steps` steps: a phase's own schedule."""
         self.schedule = Schedule(self.optimizer, steps, self.optim_cfg, self.steps_per_epoch)
 
+    @property
+    def last_val_acc(self):
+        """The last finished epoch's val acc (kept in the counters, so a resumed run knows it too)."""
+        if "last_val_acc" in self.counters:
+            return self.counters["last_val_acc"]
+        rows = self.record.metrics()  # a checkpoint from before the counter existed
+        return rows[-1]["val_acc"] if rows else None
+
     # ---- state --------------------------------------------------------------------------------
-    def save(self) -> None:
+    def save(self, in_epoch: dict | None = None) -> None:
+        """The checkpoint: at an epoch's end, or inside one (`in_epoch`: where, and the epoch's sums)."""
+        self.clock.saved(self.step)
         if not self.dist.is_main:
             return
         save_checkpoint(self.record.path("last"), model=self.model, optimizer=self.optimizer,
                         schedule=self.schedule, method=self.method, epoch=self.epoch, step=self.step,
-                        counters=self.counters, rng=rng_state(), model_replaced=self.model_replaced)
+                        counters=self.counters, rng=rng_state(), model_replaced=self.model_replaced,
+                        configured_spec=self.configured_spec, in_epoch=in_epoch)
 
     def load(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -113,6 +129,8 @@ class Trainer:
         self.method.load_state_dict(ckpt["method"])
         self.epoch, self.step, self.counters = ckpt["epoch"], ckpt["step"], dict(ckpt["counters"])
         self.model_replaced = bool(ckpt.get("model_replaced", False))
+        self.configured_spec = ckpt.get("configured_spec", self.configured_spec)
+        self.resume_point = ckpt.get("in_epoch")
         set_rng_state(ckpt["rng"])
 
     # ---- loop ---------------------------------------------------------------------------------
@@ -127,17 +145,51 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(self.device, non_blocking=True)
 
-    def _progress(self, it, total, desc):
+    def _progress(self, it, total, desc, initial=0):
         quiet = not self.cfg.get("progress", True) or not sys.stderr.isatty()
-        return tqdm(it, total=total, desc=desc, leave=False, disable=quiet, dynamic_ncols=True)
+        return tqdm(it, total=total, desc=desc, leave=False, disable=quiet, dynamic_ncols=True, initial=initial)
+
+    def _step_flags(self, batch: int) -> tuple[bool, bool]:
+        """(stop, save) before a step: a signal asked to stop; a step checkpoint is due. Distributed, every
+        rank must decide alike (else some wait in an all-reduce the others never join): summed over ranks."""
+        stop, save = self.stop_requested is not None, self.clock.due(self.step, batch)
+        if not self.dist.enabled:
+            return stop, save
+        flags = dist.all_sum(self.dist, torch.tensor([float(stop), float(save)], device=self.device))[0]
+        stop, save = flags.tolist()
+        return stop > 0, save > 0
+
+    def _epoch_start(self, epoch: int) -> dict:
+        """This epoch's running sums: fresh, or those of the step checkpoint a resume starts from."""
+        point, self.resume_point = self.resume_point, None
+        if point is None or point["epoch"] != epoch:
+            zero = torch.zeros((), device=self.device)
+            return {"epoch": epoch, "batch": 0, "loss_sum": zero, "correct": zero.clone(), "seen": 0,
+                    "lr": self.schedule.lr, "time_s": 0.0}
+        if not self.dist.is_main:  # the saved sums are over all ranks and rank 0 carries them
+            zero = torch.zeros((), device=self.device)
+            return {**point, "loss_sum": zero, "correct": zero.clone(), "seen": 0}
+        return {**point, "loss_sum": point["loss_sum"].to(self.device), "correct": point["correct"].to(self.device)}
+
+    def _in_epoch_state(self, state: dict, t0: float) -> dict:
+        """What a step checkpoint holds of the epoch so far (sums over every rank)."""
+        seen = torch.tensor(float(state["seen"]), device=self.device)
+        loss_sum, correct, seen = dist.all_sum(self.dist, state["loss_sum"].clone(), state["correct"].clone(), seen)
+        return {**state, "loss_sum": loss_sum.detach().cpu(), "correct": correct.detach().cpu(),
+                "seen": int(seen.item()), "time_s": state["time_s"] + time.perf_counter() - t0}
 
     def train_epoch(self, epoch: int) -> dict:
         self.model.train()
-        self.data.train.set_epoch(epoch)
-        loss_sum, correct, seen = torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
-        for x, y in self._progress(self.data.train, len(self.data.train), f"epoch {epoch}"):
-            if self.stop_requested:
-                raise Interrupted(f"{self.stop_requested} at epoch {epoch}, step {self.step}")
+        state, t0 = self._epoch_start(epoch), time.perf_counter()
+        self.data.train.set_epoch(epoch, state["batch"])
+        for x, y in self._progress(self.data.train, len(self.data.train), f"epoch {epoch}", state["batch"]):
+            stop, save = self._step_flags(state["batch"])
+            if stop or save:  # preemption: save this very step, so the resume loses nothing
+                self.save(self._in_epoch_state(state, t0))
+            if stop:
+                raise Interrupted(f"{self.stop_requested or 'a signal on another rank'} at epoch {epoch}, step "
+                                  f"{self.step} (batch {state['batch']} of {len(self.data.train)}); "
+                                  f"checkpoint saved at this step")
             x, y = self._to_device(x, y)
             with self._autocast():
                 loss, logits = self.method.loss(self.train_model, x, y, self)
@@ -155,15 +207,16 @@ class Trainer:
             self.scaler.update()
             self.schedule.step()
             self.step += 1
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
+            state["loss_sum"] += loss.detach() * len(y)
+            state["correct"] += (logits.detach().argmax(1) == y).sum()
+            state["seen"] += len(y)
+            state["batch"] += 1
         dist.sync_buffers(self.model, self.dist)
-        seen_t = torch.tensor(float(seen), device=self.device)
-        loss_sum, correct, seen_t = dist.all_sum(self.dist, loss_sum, correct.float(), seen_t)
+        seen_t = torch.tensor(float(state["seen"]), device=self.device)
+        loss_sum, correct, seen_t = dist.all_sum(self.dist, state["loss_sum"], state["correct"].float(), seen_t)
         seen = int(seen_t.item())
         return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
-                "samples": seen}
+                "samples": seen, "lr": state["lr"], "time_s": state["time_s"] + time.perf_counter() - t0}
 
     @torch.no_grad()
     def evaluate(self, loader, model=None) -> dict:
@@ -194,10 +247,11 @@ class Trainer:
             self.run_epoch(self.epoch + 1)
 
     def run_epoch(self, epoch: int) -> None:
-        sizes, lr, t0 = self.sizes(), self.schedule.lr, time.perf_counter()
+        sizes = self.sizes()
         tr = self.train_epoch(epoch)
+        t0 = time.perf_counter()
         va = self.evaluate(self.data.val)
-        dt = time.perf_counter() - t0
+        lr, dt = tr["lr"], tr["time_s"] + time.perf_counter() - t0  # lr at the epoch's start, as logged before
         c = self.counters
         c["samples_seen"] += tr["samples"]
         c["train_macs_cum"] += tr["samples"] * sizes["train_macs_per_sample"]
@@ -212,7 +266,7 @@ class Trainer:
         log.info("epoch %d/%d %s arch %s params %s | train loss %.4f acc %.4f | val loss %.4f acc %.4f | "
                  "lr %.2e | %.1fs", epoch, self.epochs, row["phase"], row["arch"], f"{row['params']:,}",
                  row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], lr, dt)
-        self.epoch, self.last_val_acc = epoch, va["acc"]
+        self.epoch, c["last_val_acc"] = epoch, va["acc"]
         events = self.method.on_epoch_end(self, epoch)
         for event in events:
             self.record.add_event(event)
