@@ -307,3 +307,20 @@ def test_run_record_files_are_readable_by_the_group(tmp_path):
     for name in ("summary.json", "metrics.jsonl", "config_resolved.yaml", "checkpoints/last.pt",
                  "checkpoints/deploy.pt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_loaders_resume_inside_an_epoch_with_the_same_batches_and_no_global_draws():
+    import torch
+
+    from growth.data.loaders import DatasetLoader, TensorLoader
+    x, y = torch.arange(50.0).unsqueeze(1), torch.arange(50)
+    for make in (lambda: TensorLoader(x, y, 8, shuffle=True, seed=4),
+                 lambda: DatasetLoader(torch.utils.data.TensorDataset(x, y), 8, shuffle=True, seed=4)):
+        full, part = make(), make()
+        full.set_epoch(3)
+        part.set_epoch(3, start_batch=4)
+        torch.manual_seed(0)
+        before = torch.get_rng_state()
+        tail = [b[1].tolist() for b in part]
+        assert torch.equal(torch.get_rng_state(), before)  # iterating draws nothing from the global RNG
+        assert tail == [b[1].tolist() for b in full][4:] and len(tail) == len(full) - 4

@@ -83,14 +83,18 @@ class DatasetLoader:
                  pin_memory=False):
         self.sampler = EpochSampler(len(dataset), seed, shuffle)
         drop_last = drop_last and len(dataset) >= batch_size  # as TensorLoader: at least one batch
+        # Its own generator: a DataLoader iterator otherwise draws its workers' base seed from the global
+        # RNG, one draw per epoch start, and a resume inside an epoch would start one more iterator.
+        self.generator, self.seed = torch.Generator(), seed
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=drop_last,
                                  num_workers=num_workers, pin_memory=pin_memory,
-                                 persistent_workers=num_workers > 0)
+                                 persistent_workers=num_workers > 0, generator=self.generator)
         self.dataset = dataset
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         # Whole batches are skipped, so the batches that follow hold the same samples as uninterrupted.
         self.sampler.set_epoch(epoch, start_batch * self.loader.batch_size)
+        self.generator.manual_seed(int(self.seed) * 1_000_003 + int(epoch) + 7)  # workers' seeds: (seed, epoch)
 
     def shard(self, rank: int, world: int) -> None:
         self.sampler.rank, self.sampler.world = rank, world
