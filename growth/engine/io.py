@@ -96,7 +96,7 @@ def read_torch(path, key: str, missing: str, corrupt: str):
     except Exception as e:  # any unpickling failure means the file is unusable as it stands
         objects = [] if TRUST_PICKLES else _pickled_objects(path)
         if objects:
-            raise ConfigError(key, str(path), f"holds pickled Python objects ({', '.join(objects[:3])}); "
+            raise ConfigError(key, str(path), f"holds pickled Python objects ({', '.join(sorted(objects)[:3])}); "
                               "refused because unpickling can run code; set trainer.trust_pickles=true "
                               "to load a file you trust") from None
         raise ConfigError(key, str(path), f"{corrupt} ({type(e).__name__})") from None
