@@ -11,10 +11,9 @@ from pathlib import Path
 import torch
 
 from growth.data import build_data
-from growth.engine import dist
+from growth.engine import dist, io
 from growth.engine.checkpoint import check_compatible, load_checkpoint
 from growth.engine.env import (git_commit, resolve_device, resolve_precision, seed_everything, versions)
-from growth.engine import io
 from growth.engine.record import RunRecord
 from growth.engine.trainer import Trainer
 from growth.errors import ConfigError, Interrupted, TrainingDiverged
