@@ -10,6 +10,7 @@ from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs
 from growth.methods.adn import ADN, parse_skip, topk_distill
 from growth.models import create_model, model_from_spec
+from growth.models.saved import from_file
 from growth.models.skippable import all_configs, config_name, n_mandatory
 from tests.conftest import max_diff, out, tiny_cfg
 
@@ -250,10 +251,10 @@ def test_run_writes_the_per_config_table(tmp_path, data):
     assert summary["adn"]["k"] == {"synthetic": 4, "digits": 10}[data]  # min(top_k=500, classes)
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in events] == ["skip_eval"] and events[0]["arch_after"] == "1-1-1"
-    saved = torch.load(tmp_path / "checkpoints" / "adn_TT.pt", weights_only=False)
-    plain = model_from_spec(saved["arch_spec"])
-    plain.load_state_dict(saved["state_dict"])
-    assert plain.arch_string() == "1-1-1"
+    saved = torch.load(tmp_path / "checkpoints" / "adn_TT.pt", weights_only=True)
+    plain = from_file({**saved, "deployed": False})
+    assert saved["skip"] == "TT" and plain.arch_string() == "1-1-1"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in from_file(saved).modules())  # fused
 
 
 def _fake_runs():

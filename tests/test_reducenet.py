@@ -16,6 +16,7 @@ from growth.methods import METHODS
 from growth.methods.distill import kd_loss
 from growth.methods.reducenet import ReduceNetMethod, phase_epochs
 from growth.models import create_model
+from growth.models.saved import from_file
 from tests.conftest import TINY, max_diff, out, tiny_cfg
 
 SMALL = {"depths": [2, 1, 1], "widths": [8, 12, 16], "in_chans": 3, "num_classes": 5}
@@ -228,7 +229,7 @@ def test_digits_cli_runs_teacher_then_student(cli, tmp_path):
     kinds = [e["kind"] for e in RunRecord(run).events()]
     assert kinds == ["phase_start", "switch", "phase_start", "fuse"]
     assert [m["phase"] for m in RunRecord(run).metrics()] == ["teacher", "student"]
-    deployed = torch.load(run / "checkpoints" / "deploy.pt", weights_only=False)["model"]
+    deployed = from_file(torch.load(run / "checkpoints" / "deploy.pt", weights_only=True))
     assert not any(isinstance(m, (nn.BatchNorm2d, ReduceBlock)) for m in deployed.modules())
 
 

@@ -8,6 +8,7 @@ from growth.engine.job import run_job
 from growth.engine.record import EVENT_KEYS, METRIC_KEYS, SCHEMA_VERSION, SUMMARY_KEYS
 from growth.methods import METHODS
 from growth.methods.fixed import Fixed
+from growth.models.saved import from_file
 from tests.conftest import tiny_cfg
 
 
@@ -31,11 +32,11 @@ def test_record_contract(tmp_path):
     assert on_disk["deploy_params"] < on_disk["params"]  # BN folded away
     assert on_disk["deploy_max_abs_diff"] < 1e-4
     assert (tmp_path / "events.jsonl").exists() and set(EVENT_KEYS)
-    ckpt = torch.load(tmp_path / "checkpoints/last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["arch_spec"]["arch"] == "1-1-1"
     for key in ("model", "optimizer", "schedule", "rng", "step"):
         assert key in ckpt
-    deployed = torch.load(tmp_path / "checkpoints/deploy.pt", weights_only=False)["model"]
+    deployed = from_file(torch.load(tmp_path / "checkpoints/deploy.pt", weights_only=True))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in deployed.modules())
     log = (tmp_path / "train.log").read_text().splitlines()
     assert sum("epoch " in ln and "val loss" in ln for ln in log) == 2
@@ -61,7 +62,7 @@ def test_nan_loss_fails_naming_epoch_and_step(tmp_path, monkeypatch):
     assert "epoch 2, step" in summary["error"] and "nan" in summary["error"]
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["status"] == "failed"
-    ckpt = torch.load(tmp_path / "checkpoints/last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
     assert ckpt["epoch"] == 1  # the last good one
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1

@@ -71,14 +71,41 @@ def read_jsonl(path) -> list[dict]:
     return rows
 
 
+# Whether read_torch may unpickle Python objects (trainer.trust_pickles, set once per job by
+# growth/engine/job.py). Off: only tensors, plain containers and specs load (torch's weights_only).
+TRUST_PICKLES = False
+
+
+def set_trust_pickles(value) -> None:
+    global TRUST_PICKLES
+    if value is not None and not isinstance(value, bool):  # "no" or 1 must not pass for a choice
+        raise ConfigError("trainer.trust_pickles", value, "allowed: true, false")
+    TRUST_PICKLES = value is True
+
+
+def _pickled_objects(path) -> list[str]:
+    """The Python objects a torch file would build on load, found without building them ([] when the
+    file is not a torch file at all)."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a torch file: read_torch reports it as corrupt
+        return []
+
+
 def read_torch(path, key: str, missing: str, corrupt: str):
     """torch.load of one of our files, or a one-line ConfigError naming `key`: `missing` when there is no
-    such file, `corrupt` (with the error type) when it does not unpickle."""
+    such file, `corrupt` (with the error type) when it does not unpickle, and a refusal when it holds
+    pickled Python objects: a checkpoint, learngene or teacher is what people download and share, and
+    unpickling one can run any code. Our own files hold tensors, plain containers and specs only."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(key, str(path), missing)
     try:
-        # Our own files hold numpy RNG state, plain dicts or whole modules; weights_only would refuse them.
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # any unpickling failure means the file is unusable
+        return torch.load(path, map_location="cpu", weights_only=not TRUST_PICKLES)
+    except Exception as e:  # any unpickling failure means the file is unusable as it stands
+        objects = [] if TRUST_PICKLES else _pickled_objects(path)
+        if objects:
+            raise ConfigError(key, str(path), f"holds pickled Python objects ({', '.join(sorted(objects)[:3])}); "
+                              "refused because unpickling can run code; set trainer.trust_pickles=true "
+                              "to load a file you trust") from None
         raise ConfigError(key, str(path), f"{corrupt} ({type(e).__name__})") from None

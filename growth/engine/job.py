@@ -12,11 +12,9 @@ from pathlib import Path
 import torch
 
 from growth.data import build_data
-from growth.engine import dist
-from growth.engine import config_diff
+from growth.engine import config_diff, dist, io
 from growth.engine.checkpoint import check_compatible, load_checkpoint
 from growth.engine.env import (git_commit, resolve_device, resolve_precision, seed_everything, versions)
-from growth.engine.io import atomic_torch_save
 from growth.engine.lock import RunDirLock
 from growth.engine.record import RunRecord
 from growth.engine.trainer import Trainer
@@ -25,7 +23,7 @@ from growth.export import check_format as check_export_format
 from growth.export import export_program
 from growth.measure import count_params
 from growth.methods import build_method
-from growth.models import build_model, model_from_spec
+from growth.models import build_model, model_from_spec, saved
 
 log = logging.getLogger("growth")
 
@@ -134,6 +132,7 @@ def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
     validate(cfg)
     _policy(cfg)
     t = cfg["trainer"]
+    io.set_trust_pickles(t.get("trust_pickles"))  # read_torch refuses pickled objects unless trusted
     device = resolve_device(t.get("device", "auto"))
     info = dist.setup(device)
     device = dist.local_device(device, info)
@@ -226,7 +225,7 @@ def finish(trainer: Trainer, record: RunRecord) -> dict:
     if trainer.dist.enabled:  # proof, not hope: every rank ends with bit-identical weights
         dist.check_same(trainer.dist, "the final weights", dist.weight_digest(trainer.model))
     if record.write:
-        atomic_torch_save(record.path("deploy"), {"arch_spec": trainer.model.arch_spec(), "model": deployed})
+        io.atomic_torch_save(record.path("deploy"), saved.to_file(trainer.model, deployed=True))  # no module pickle
     log.info("deploy: fused model %s params (from %s), max |fused - unfused| on probe %.2e",
              f"{count_params(deployed):,}", f"{count_params(trainer.model):,}", change)
     extras = {"test_acc": test["acc"], "test_loss": test["loss"], "deploy_max_abs_diff": change}

@@ -24,6 +24,7 @@ from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs, latency_ms, train_step_macs
 from growth.methods.base import Method, choice
 from growth.methods.distill import soft_kl
+from growth.models.saved import to_file
 from growth.models.skippable import all_configs, config_name
 
 log = logging.getLogger("growth")
@@ -208,13 +209,12 @@ class ADN(Method):
                     "latency_batch": self.latency_batch, "export_max_abs_diff": diff}
 
     def export(self, trainer, record, cfg) -> dict:
-        """checkpoints/adn_<cfg>.pt: the plain sub-network (spec + state, rebuildable with
-        growth.models.model_from_spec) and its fused deploy form."""
+        """checkpoints/adn_<cfg>.pt: the plain sub-network as spec + state, no pickled module; a deploy
+        file: growth.models.saved.from_file rebuilds its fused form (with "deployed" False, the plain one)."""
         plain = trainer.model.export_plain(cfg)
         path = record.dir / "checkpoints" / f"adn_{config_name(cfg)}.pt"
         if record.write:  # distributed: only the main rank writes
-            atomic_torch_save(path, {"skip": config_name(cfg), "arch_spec": plain.arch_spec(),
-                                     "state_dict": plain.state_dict(), "model": plain.deploy()})
+            atomic_torch_save(path, {"skip": config_name(cfg), **to_file(plain, deployed=True)})
         return {"skip": config_name(cfg), "arch": plain.arch_string(), "path": str(path)}
 
     # ---- record and resume ------------------------------------------------------------------------

@@ -30,8 +30,9 @@ from growth.measure import count_params, forward_macs
 from growth.methods.base import Method, choice, record_first_phase
 from growth.methods.distill import kd_loss
 from growth.methods.sws_cost import aux_summary, descendant_summary
-from growth.methods.sws_teacher import is_path, load_our_model, timm_teacher
+from growth.methods.sws_teacher import is_path, load_our_file, timm_teacher
 from growth.models import build_model, learngene
+from growth.models.saved import from_file, to_file
 
 log = logging.getLogger("growth")
 PHASES = ("aux", "descendant", "scratch")
@@ -69,6 +70,7 @@ class SWS(Method):
         self.scratch_epochs = m.get("scratch_epochs")
         self.family_depths = list(m.get("family_depths") or [])
         self.teacher, self.switched, self.teacher_info, self.heads = None, False, {}, None
+        self.teacher_file = None  # the teacher as spec + state (growth/models/saved.py), what checkpoints hold
 
     def _check_teacher(self, m: dict) -> None:
         epochs, name = m.get("teacher_epochs", 0), self.teacher_name
@@ -124,8 +126,9 @@ class SWS(Method):
             self.teacher.to(trainer.device)
 
     def _given_teacher(self, trainer):
-        if is_path(str(self.teacher_name)):
-            return load_our_model(self.teacher_name, "method.teacher")
+        if is_path(str(self.teacher_name)):  # kept as read: a deploy.pt teacher is rebuilt from it on resume
+            self.teacher_file = load_our_file(self.teacher_name, "method.teacher")
+            return from_file(self.teacher_file)
         return timm_teacher(self.teacher_name, trainer.data.info, self.teacher_weights)
 
     def _freeze_teacher(self, trainer, teacher) -> None:
@@ -215,11 +218,13 @@ class SWS(Method):
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        # the frozen teacher goes in whole (a module: our deploy forms need not rebuild from a spec)
-        return {"switched": self.switched, "teacher_info": dict(self.teacher_info), "teacher": self.teacher}
+        # the frozen teacher as spec + state, never a pickled module: checkpoints load with weights_only
+        if self.teacher is not None and self.teacher_file is None:
+            self.teacher_file = to_file(self.teacher, deployed=False)  # a timm teacher, given or trained here
+        return {"switched": self.switched, "teacher_info": dict(self.teacher_info), "teacher": self.teacher_file}
 
     def load_state_dict(self, state: dict) -> None:
         self.switched, self.teacher_info = state["switched"], dict(state["teacher_info"])
-        self.teacher = state.get("teacher")
-        if self.teacher is not None:
-            self.teacher.eval().requires_grad_(False)
+        self.teacher_file = state.get("teacher")  # an older checkpoint's module too (trainer.trust_pickles)
+        if self.teacher_file is not None:
+            self.teacher = from_file(self.teacher_file).eval().requires_grad_(False)

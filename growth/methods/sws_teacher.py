@@ -5,7 +5,7 @@ import torch
 
 from growth.engine.io import read_torch
 from growth.errors import ConfigError
-from growth.models import model_from_spec
+from growth.models.saved import is_file
 from growth.models.timm_model import TimmModel
 
 
@@ -17,15 +17,14 @@ def _load(path, key: str):
     return read_torch(path, key, "file does not exist", "corrupt or unreadable")
 
 
-def load_our_model(path, key: str = "method.teacher"):
-    """A model from our last.pt (arch spec + state) or deploy.pt (the deployed module itself)."""
+def load_our_file(path, key: str = "method.teacher"):
+    """Spec + state of a teacher from our last.pt or deploy.pt (growth/models/saved.py): what the SWS
+    checkpoint stores for it, so that resume rebuilds the same teacher without pickling a module."""
     obj = _load(path, key)
     if isinstance(obj, dict) and isinstance(obj.get("model"), torch.nn.Module):
-        return obj["model"]
-    if isinstance(obj, dict) and "arch_spec" in obj and isinstance(obj.get("model"), dict):
-        model = model_from_spec(obj["arch_spec"])
-        model.load_state_dict(obj["model"])
-        return model
+        return obj["model"]  # an older deploy.pt held the module: read only with trainer.trust_pickles
+    if is_file(obj):
+        return {k: obj[k] for k in ("arch_spec", "model", "active_skip", "deployed") if k in obj}
     raise ConfigError(key, str(path), "not a checkpoint of this suite (checkpoints/last.pt or deploy.pt)")
 
 
