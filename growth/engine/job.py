@@ -14,6 +14,7 @@ from growth.data import build_data
 from growth.engine import dist
 from growth.engine.checkpoint import check_compatible, load_checkpoint
 from growth.engine.env import (git_commit, resolve_device, resolve_precision, seed_everything, versions)
+from growth.engine.env import apply_threads, reproducibility
 from growth.engine.io import atomic_torch_save
 from growth.engine.record import RunRecord
 from growth.engine.trainer import Trainer
@@ -68,6 +69,7 @@ def _find_checkpoint(cfg: dict, record: RunRecord):
 def prepare(cfg: dict, run_dir) -> tuple[Trainer, RunRecord]:
     """Validate and build everything; nothing trains yet."""
     validate(cfg)
+    apply_threads(cfg)  # threads and determinism first: they shape every number computed after
     t = cfg["trainer"]
     device = resolve_device(t.get("device", "auto"))
     info = dist.setup(device)
@@ -211,4 +213,5 @@ def _summary(cfg, trainer: Trainer, status, error, extras, wall) -> dict:
         "train_macs_total": trainer.counters["train_macs_cum"], "samples_seen": trainer.counters["samples_seen"],
         "device": str(trainer.device), "world_size": trainer.dist.world,
         "git_commit": git_commit(), "versions": versions(),
+        **reproducibility(trainer.device),  # threads, deterministic algorithms, CPU or GPU name
         **trainer.method.summary_extras(trainer), **extras}  # extras: test results and method.finish's keys
