@@ -60,8 +60,9 @@ def reducenet_numbers(s: dict) -> dict:
 
 
 def sws_aux_numbers(s: dict) -> dict:
-    keys = ("teacher_val_acc", "final_val_acc", "test_acc", "arch", "params", "learngene_params",
-            "learngene_cost_macs", "train_macs_total", "teacher_forward_macs", "teacher_train_macs")
+    keys = ("teacher_val_acc", "teacher_test_acc", "final_val_acc", "test_acc", "arch", "params",
+            "learngene_params", "learngene_cost_macs", "aux_train_macs", "kd_teacher_macs", "teacher_train_macs",
+            "train_macs_total")
     return {k: s.get(k) for k in keys}
 
 
@@ -77,7 +78,7 @@ def sws_table_numbers(runs: dict) -> dict:
             "descendant_test_acc": [r["test_acc"] for r in d], "scratch_test_acc": [r["test_acc"] for r in sc],
             "storage_ratio": d[0].get("storage_ratio"), "cost_ratio": d[0].get("cost_ratio"),
             "cost_ratio_amortised": d[0].get("cost_ratio_amortised"),
-            "family_storage_params": d[0].get("family_storage_params"),
+            "family_params": d[0].get("family_params"),
             "family_storage_ratio": d[0].get("family_storage_ratio")}
     return rows
 
