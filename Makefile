@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test test-fast venv clean
+.PHONY: run test test-fast venv clean readme-numbers
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 # Everything but the slow and SLURM tests, for the edit-test loop.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not slurm" $(ARGS)
+
+# Re-make the README's numbers (every single-run command it quotes, 1 CPU thread) into
+# benchmarks/readme_numbers.json; ARGS="--only default reducenet" for some of them.
+readme-numbers: $(STAMP)
+	$(PY) -m benchmarks.readme $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -82,3 +82,50 @@ def versions() -> dict:
             "numpy": np.__version__, "growth": growth.__version__,
             "cuda": torch.version.cuda if torch.cuda.is_available() else None,
             "host": platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+
+
+def apply_threads(cfg: dict) -> None:
+    """trainer.threads and trainer.deterministic, set before anything is built.
+
+    Single-seed CPU results change with the intra-op thread count (reductions split differently), so
+    a number is only reproducible together with its thread count: `threads` fixes it (null: torch's
+    choice). The inter-op pool can only be sized before its first use; after that it stays as it is."""
+    t = cfg["trainer"]
+    threads = t.get("threads")
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0:
+            raise ConfigError("trainer.threads", threads, "allowed: null (torch's default) or a positive integer")
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:  # already used or already set in this process
+            pass
+    deterministic = t.get("deterministic", False)
+    if deterministic not in (True, False):
+        raise ConfigError("trainer.deterministic", deterministic, "allowed: true, false")
+    if deterministic:
+        # cuBLAS reads this when its first handle is created, i.e. before any CUDA work of this process.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # Set both ways: jobs run one after another in one process (tests) must not inherit the setting.
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def device_name(device=None) -> str:
+    """The GPU's name for a CUDA device, else the CPU model (from /proc/cpuinfo where there is one)."""
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def reproducibility(device=None) -> dict:
+    """What a result depends on besides the config and the versions: threads, determinism, hardware."""
+    return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+            "device_name": device_name(device), "cpu_count": os.cpu_count()}

@@ -15,6 +15,7 @@ from growth.data import build_data
 from growth.engine import config_diff, dist, io
 from growth.engine.checkpoint import check_compatible, load_checkpoint
 from growth.engine.env import (git_commit, resolve_device, resolve_precision, seed_everything, versions)
+from growth.engine.env import apply_threads, reproducibility
 from growth.engine.lock import RunDirLock
 from growth.engine.record import RunRecord
 from growth.engine.trainer import Trainer
@@ -130,6 +131,7 @@ def _hold(lock, info) -> None:
 def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
     """Validate and build everything; nothing trains yet. `lock`: the run directory's RunDirLock."""
     validate(cfg)
+    apply_threads(cfg)  # threads and determinism first: they shape every number computed after
     _policy(cfg)
     t = cfg["trainer"]
     io.set_trust_pickles(t.get("trust_pickles"))  # read_torch refuses pickled objects unless trusted
@@ -314,4 +316,5 @@ def _summary(cfg, trainer: Trainer, status, error, extras, wall) -> dict:
         "train_macs_total": trainer.counters["train_macs_cum"], "samples_seen": trainer.counters["samples_seen"],
         "device": str(trainer.device), "world_size": trainer.dist.world,
         "git_commit": git_commit(), "versions": versions(),
+        **reproducibility(trainer.device),  # threads, deterministic algorithms, CPU or GPU name
         **trainer.method.summary_extras(trainer), **extras}  # extras: test results and method.finish's keys
