@@ -39,6 +39,9 @@ def same_result(a, b):
     for key in ("final_val_acc", "best_val_acc", "test_acc", "test_loss", "train_macs_total", "samples_seen",
                 "steps_done", "arch", "params", "deploy_params"):
         assert sa[key] == sb[key], key
+    from growth.engine.checkpoint import load_checkpoint
+    wa, wb = (load_checkpoint(d / "checkpoints/last.pt")["model"] for d in (a, b))
+    assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa)  # final weights, bit for bit
 
 
 class Crash(BaseException):

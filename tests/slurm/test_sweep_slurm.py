@@ -73,6 +73,10 @@ def test_preempted_job_is_requeued_and_resumes_in_its_directory(slurm_cluster, t
     metrics = run_dir / "metrics.jsonl"
     _wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 2, 300, "no epoch finished")
     job_id = next(j["id"] for j in slurm_cluster.squeue() if j["state"] == "RUNNING")
+    # Preempt in the middle of epoch 3's training: a third of an epoch after epoch 2's row appeared
+    # (growth after epoch 2 is short; training is most of an epoch, validation the rest).
+    epoch_s = json.loads(metrics.read_text().splitlines()[1])["epoch_time_s"]
+    time.sleep(epoch_s / 3)
     slurm_cluster.run("scancel", "--signal=USR2", job_id)
     _wait_for(lambda: any(j["state"] == "PENDING" for j in slurm_cluster.squeue()), 120, "job was not requeued")
     interrupted = json.loads((run_dir / "summary.json").read_text())
@@ -86,7 +90,13 @@ def test_preempted_job_is_requeued_and_resumes_in_its_directory(slurm_cluster, t
     assert record["Restarts"] == "1" and record["JobState"] == "COMPLETED"
     log = "".join(p.read_text() for p in (out / ".submitit").rglob("*_log.*"))
     assert "Caught signal SIGUSR2" in log and "preempted" in log
-    assert f"resumed from {run_dir}/checkpoints/last.pt at epoch" in log
+    # the step checkpoint taken at the signal: resumed inside epoch 3, not from epoch 2's end
+    resumed = re.search(rf"resumed from {re.escape(str(run_dir))}/checkpoints/last.pt at epoch (\d+) "
+                        r"\(step (\d+), inside epoch (\d+) at batch (\d+)\)", log)
+    assert resumed, log
+    print("submitit log:", resumed.group(0))
+    assert int(resumed.group(4)) > 0 and int(resumed.group(3)) == int(resumed.group(1)) + 1
+    assert "checkpoint saved at this step" in interrupted["error"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_done"] == 8
 
