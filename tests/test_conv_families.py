@@ -1,6 +1,6 @@
 """Every growable conv family (resnet_basic, resnet_bottleneck, vgg, mobilenet) under every growth op:
 zero-init growth keeps the eval-mode output (VGG's new block starts as the identity), the fused net equals the
-multi-branch one after growth, a grown model's spec rebuilds it; sizes equal the original's (MEASURED.md);
+multi-branch one after growth, a grown model's spec rebuilds it; sizes equal the original's (docs/reference_numbers.md);
 AdaGrow runs end to end on each new family.
 
 Tiny models (1x8x8 input, widths 8/12/16(/20)) on the CPU."""
@@ -143,7 +143,8 @@ def test_mobilenet_original_out_act_is_not_preserving():
     assert max_diff(out(m, x), before) > 1e-3
 
 
-# Live parameter counts and fused MACs of the original AdaGrow nets (MEASURED.md): 3x32x32 input,
+# Live parameter counts and fused MACs of the original AdaGrow nets (docs/reference_numbers.md,
+# "AdaGrow sizes"): 3x32x32 input,
 # 10 classes, default widths. The original fuses only RepUnits; we also fold the stem, 1x1 and SE conv+BN
 # pairs, which removes BNs but no MACs, so fused MACs agree while our fused params are fewer.
 @pytest.mark.parametrize("family,arch,params,fused_macs_m", [
@@ -172,7 +173,7 @@ def test_four_stage_sizes_match_thesis(family, arch, params_m):
 
 
 def test_zero_block_families_are_one_network():
-    """Basic, bottleneck and VGG at 0-0-0 are the same network (MEASURED.md)."""
+    """Basic, bottleneck and VGG at 0-0-0 are the same network (docs/reference_numbers.md, "AdaGrow sizes")."""
     counts = {f: count_params(create_model(f, depths=(0, 0, 0))) for f in ("resnet_basic", "resnet_bottleneck", "vgg")}
     assert set(counts.values()) == {169_770}
 

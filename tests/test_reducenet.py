@@ -64,7 +64,8 @@ def test_teacher_deploy_fuses_conv_bn_only():
 
 
 def test_sizes_match_the_original_reduce20():
-    """METHODS/MEASURED: reduce20 width 1 on CIFAR-10 has 412,058 (teacher) / 272,474 (student) params."""
+    """reduce20 width 1 on CIFAR-10 has 412,058 (teacher) / 272,474 (student) params in the original
+    (docs/reference_numbers.md, "ReduceNet sizes")."""
     teacher = create_model("reducenet")
     student = create_model("reducenet", scaler=0)
     # docs/reference_numbers.md "ReduceNet sizes": measured from the original (HEAD aeb75cf)
