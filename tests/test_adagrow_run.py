@@ -5,30 +5,43 @@ import pytest
 import torch
 
 from growth.engine.job import prepare, run_job
-from growth.engine.optim import add_params
 from tests.conftest import tiny_cfg
 
 GROW = {"method": "adagrow", "model.arch": "0-1-0", "model.max_arch": "2-2-2", "grow.interval": 1}
 
 
 def test_old_optimizer_state_is_bit_identical_after_growth(tmp_path):
-    trainer, _ = prepare(tiny_cfg(**GROW, **{"trainer.epochs": 3}), tmp_path)
+    """Growth driven by the trainer (run_epoch), not by calling add_params here: the engine itself must
+    register the new parameters, keep the old ones' groups and momentum, and train them all next step."""
+    # batch 256: few steps per epoch, this test is about state bookkeeping, not training
+    trainer, _ = prepare(tiny_cfg(**GROW, **{"trainer.epochs": 3, "trainer.batch_size": 256}), tmp_path)
+    grow = trainer.method.on_epoch_end
+    snap = {}
+
+    def snapshot_then_grow(tr, epoch):  # the optimizer as it stands just before the growth event
+        opt = tr.optimizer
+        snap.update(state={id(p): {k: v.clone() for k, v in opt.state[p].items()} for p in opt.state},
+                    groups={id(p): gi for gi, g in enumerate(opt.param_groups) for p in g["params"]})
+        return grow(tr, epoch)
+
+    trainer.method.on_epoch_end = snapshot_then_grow
     trainer.run_epoch(1)  # trains, then grows once (interval 1)
     opt, model = trainer.optimizer, trainer.model
-    snap = {id(p): {k: v.clone() for k, v in opt.state[p].items()} for g in opt.param_groups for p in g["params"]}
-    groups = {id(p): gi for gi, g in enumerate(opt.param_groups) for p in g["params"]}
-    for kind in ("depth", "width", "depth"):
-        trainer.method.grow(trainer, kind, 1)
-        add_params(opt, model.named_parameters(), trainer.optim_cfg)
+    assert snap, "the trainer did not call the method's growth hook"
     now = {id(p): gi for gi, g in enumerate(opt.param_groups) for p in g["params"]}
-    assert len(now) > len(groups)  # new parameters joined
-    for pid, state in snap.items():
-        assert now[pid] == groups[pid]  # same group
-        p = next(p for g in opt.param_groups for p in g["params"] if id(p) == pid)
-        for k, v in state.items():
-            assert torch.equal(opt.state[p][k], v)  # bit-identical momentum
-    new = [p for g in opt.param_groups for p in g["params"] if id(p) not in snap]
-    assert new and all(len(opt.state[p]) == 0 for p in new)  # fresh state
+    params = list(model.parameters())
+    assert {id(p) for p in params} == set(now) and len(now) == sum(len(g["params"]) for g in opt.param_groups)
+    assert len(now) > len(snap["groups"])  # new parameters joined, each in exactly one group
+    assert snap["state"] and set(snap["state"]) == set(snap["groups"])
+    for p in params:
+        if id(p) in snap["groups"]:
+            assert now[id(p)] == snap["groups"][id(p)]  # same group
+            for k, v in snap["state"][id(p)].items():
+                assert torch.equal(opt.state[p][k], v)  # bit-identical momentum
+        else:
+            assert len(opt.state[p]) == 0  # fresh state
+    trainer.train_epoch(2)  # the next steps train every parameter, old and new
+    assert all(len(opt.state[p]) > 0 for p in model.parameters())
 
 
 def test_lr_after_growth_follows_the_uninterrupted_schedule(tmp_path):

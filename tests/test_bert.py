@@ -62,8 +62,11 @@ def test_csv_word_tokenizer_unk_padding_truncation_string_labels(tmp_path):
     assert x_val.tolist() == [[CLS, 3, UNK, PAD, PAD, PAD]] and y_val.tolist() == [0]  # zebra unknown
     x_test, _ = next(iter(b.test))
     assert x_test.tolist() == [[CLS, 4, 4, 4, 4, 4]]  # truncated to max_len, [CLS] included
-    xs = torch.cat([x for x, _ in b.train])  # drop_last keeps whole batches (here one of 3 < 4)
-    assert {tuple(r) for r in xs.tolist()} <= {(CLS, 3, 4, 8, 0, 0), (CLS, 3, 5, 6, 3, 4), (CLS, 7, 5, 0, 0, 0)}
+    xs = torch.cat([x for x, _ in b.train])  # a set smaller than one batch still gives one batch of 3
+    ys = torch.cat([y for _, y in b.train])
+    # every training row, each once, with its label (neg = 0, pos = 1): not a subset, the whole split
+    assert sorted(zip(map(tuple, xs.tolist()), ys.tolist())) == sorted(
+        [((CLS, 3, 4, 8, 0, 0), 1), ((CLS, 3, 5, 6, 3, 4), 0), ((CLS, 7, 5, 0, 0, 0), 1)])
     assert xs.dtype == torch.long and xs.shape[1] == 6
     small = build_data(text_cfg(tmp_path, vocab_size=5, min_freq=2), ARGS)  # cut at 5 ids: the, cat
     assert small.info["vocab_size"] == 5
@@ -95,7 +98,10 @@ def test_local_tokenizer_directory(tmp_path):
     b = build_data(text_cfg(tmp_path, tokenizer=str(tmp_path / "tok"), val_fraction=0.5), ARGS)
     assert b.info["vocab_size"] == 8 and b.info["pad_id"] == 0
     assert next(iter(b.val))[0].shape == (1, 6)
-    assert {tuple(r) for r in b.train.x.tolist()} <= {(2, 5, 6, 7, 3, 0), (2, 5, 1, 3, 0, 0)}  # dog -> [UNK]
+    # val_fraction 0.5 of 2 rows: one trains, the other validates, each with its label; dog -> [UNK]
+    rows = lambda loader: [(tuple(r), int(c)) for x, y in loader for r, c in zip(x.tolist(), y.tolist())]
+    assert len(rows(b.train)) == len(rows(b.val)) == 1
+    assert sorted(rows(b.train) + rows(b.val)) == sorted([((2, 5, 6, 7, 3, 0), 0), ((2, 5, 1, 3, 0, 0), 1)])
 
 
 def test_text_errors_are_one_line(tmp_path):

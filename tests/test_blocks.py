@@ -49,8 +49,8 @@ def test_convbn_fuse():
     assert (fuse_convbn(m)(x) - m(x)).abs().max().item() < 1e-5
 
 
-# Live parameter counts and fused MACs of the original AdaGrow basic ResNet (MEASURED.md):
-# 3x32x32 input, 10 classes, widths 64/96/128(/256).
+# Live parameter counts and fused MACs of the original AdaGrow basic ResNet (docs/reference_numbers.md,
+# "AdaGrow sizes"): 3x32x32 input, 10 classes, widths 64/96/128(/256).
 @pytest.mark.parametrize("arch,params,fused_macs_m", [
     ((0, 0, 0), 169_770, 23.00), ((1, 1, 1), 706_026, 159.84), ((1, 2, 2), 1_168_170, 221.19),
     ((1, 2, 2, 1), 2_646_314, 244.78)])

@@ -13,8 +13,32 @@ GROUPS = {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in (ROOT / "con
 CASES = [(group, option) for group, options in GROUPS.items() for option in options]
 
 
+# Options that read files from disk: composed only here. Their data are built from stand-in files in
+# tests/test_data.py; every experiment trains on digits in test_every_ready_made_experiment_... below.
+NEEDS_FILES = {("data", o) for o in ("cifar10", "cifar100", "svhn", "mnist", "imagefolder", "text")} | {
+    ("experiment", o) for o in GROUPS["experiment"]}
+# Tiny sizes per model, so that building every option stays fast; the default model is resnet_basic.
+TINY_MODEL = {
+    "resnet_basic": {"model.widths": "[8,12,16]"}, "resnet_bottleneck": {"model.widths": "[8,12,16]"},
+    "vgg": {"model.widths": "[8,12,16]"}, "mobilenet": {"model.widths": "[8,12,16]"},
+    "vit": {"model.arch": "d1h2", "model.head_dim": 8},
+    "bert": {"model.arch": "d1h2", "model.head_dim": 8, "data": "synthetic_text"},  # needs token data
+    "sws_aux": {"model.embed_dim": 16, "model.stage_repeats": "[1,1]"},
+    "sws_descendant": {"model.depth": 2, "method.phase": "scratch"},  # descendant would need a learngene file
+    "reducenet": {"model.depth": 8}, "timm": {},
+}
+# A method or data option that needs a model other than the default one.
+PARTNER = {("method", "reducenet"): "reducenet", ("method", "sws"): "sws_aux", ("data", "synthetic_text"): "bert"}
+
+
+def _build_overrides(group, option) -> dict:
+    model = option if group == "model" else PARTNER.get((group, option), "resnet_basic")
+    return {**({"model": model} if model != "resnet_basic" else {}), **TINY_MODEL[model], group: option,
+            "trainer.device": "cpu", "trainer.progress": "false"}
+
+
 @pytest.mark.parametrize("group,option", CASES)
-def test_compose(group, option):
+def test_compose(group, option, tmp_path):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"{group}={option}"])
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -23,6 +47,21 @@ def test_compose(group, option):
     else:
         assert plain[group] is not None
     assert plain["trainer"]["epochs"] > 0 and isinstance(plain["seed"], int)
+    if (group, option) in NEEDS_FILES:
+        return  # built elsewhere, see NEEDS_FILES
+    # Build what the option selects: data, model, method, optimizer (prepare), then one training-mode
+    # forward and backward of a real batch, so that data and model fit together.
+    from benchmarks.common import compose as plain_compose
+    from growth.engine.job import prepare
+    over = _build_overrides(group, option)
+    cfg, alone = plain_compose(**over), plain_compose(**{group: option})
+    untouched = lambda c: {k: v for k, v in c[group].items() if f"{group}.{k}" not in over}
+    assert untouched(cfg) == untouched(alone)  # the tiny sizes changed nothing else of the option
+    trainer, _ = prepare(cfg, tmp_path)
+    x, y = next(iter(trainer.data.train))
+    loss, logits = trainer.method.loss(trainer.train_model, x, y, trainer)
+    loss.backward()
+    assert logits.shape == (len(y), trainer.data.info["num_classes"]) and loss.isfinite()
 
 
 def test_groups_are_the_designed_ones():

@@ -1,14 +1,18 @@
 """Data-parallel training that survives growth: 2 CPU processes (gloo) under torchrun grow the model
 twice; every rank ends with bit-identical weights (the run checks a digest of every tensor across
 ranks before it writes summary.json), only rank 0 writes the record, and the arch sequence equals a
-single-process run's."""
+single-process run's. That check is tested on its own too: the digest sees one ulp in any tensor, and
+check_same stops every rank of a real 2-process gloo group whose digests differ."""
+import copy
 import json
 import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 
+from growth.engine.dist import DistInfo, check_same, weight_digest
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
@@ -53,6 +57,56 @@ def test_phased_methods_run_distributed(tmp_path, args):
     torchrun(tmp_path, [*args, "trainer.epochs=2", "trainer.device=cpu", "trainer.progress=false"])
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["world_size"] == 2
+
+
+def _tiny_model():
+    from growth.models import create_model
+    torch.manual_seed(0)
+    return create_model("resnet_basic", depths=(1, 0, 0), widths=[4, 6, 8], in_chans=1, num_classes=3)
+
+
+def test_weight_digest_sees_one_ulp_in_one_weight_or_buffer():
+    """The DDP tests above rest on check_same(weight_digest): it must see the smallest possible change."""
+    model = _tiny_model()
+    ref = weight_digest(model)
+    assert weight_digest(copy.deepcopy(model)) == ref  # equal weights, equal digest
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if not t.is_floating_point():
+            continue
+        with torch.no_grad():
+            old = t.view(-1)[-1].clone()
+            t.view(-1)[-1] = torch.nextafter(old, torch.tensor(float("inf")))  # one ulp up
+            assert weight_digest(model) != ref, name
+            t.view(-1)[-1] = old
+        assert weight_digest(model) == ref, name
+
+
+def _check_same_rank(rank, init_file, result_dir):
+    """One of 2 gloo ranks: equal values pass; a digest one ulp apart on rank 1 must stop the run."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    info = DistInfo(rank=rank, world=2)
+    try:
+        model = _tiny_model()
+        check_same(info, "the final weights", weight_digest(model))  # identical: no error
+        if rank == 1:
+            with torch.no_grad():
+                w = next(model.parameters()).view(-1)
+                w[0] = torch.nextafter(w[0], torch.tensor(float("inf")))
+        try:
+            check_same(info, "the final weights", weight_digest(model))
+            outcome = "no error"
+        except RuntimeError as e:
+            outcome = str(e)
+        (result_dir / f"rank{rank}.txt").write_text(outcome)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_check_same_raises_when_two_gloo_ranks_disagree(tmp_path):
+    torch.multiprocessing.spawn(_check_same_rank, args=(tmp_path / "init", tmp_path), nprocs=2, join=True)
+    for rank in (0, 1):  # every rank stops, not only the odd one
+        outcome = (tmp_path / f"rank{rank}.txt").read_text()
+        assert outcome.startswith("distributed ranks disagree on the final weights"), (rank, outcome)
 
 
 def test_torchrun_without_a_run_dir_is_refused():

@@ -466,7 +466,8 @@ def test_faithful_buffer_reset(faithful_zero):
             bn.running_mean.fill_(0.25)
     ref = out(model, x)
     _reset_bn_stats_like_original(model, exclude=block)
-    # MEASURED.md: the original's eval output moves by 0.49 after a zero-init depth growth
+    # the original's eval output moves by 0.49 after a zero-init depth growth (docs/reference_numbers.md,
+    # "AdaGrow growth behaviour")
     assert max_diff(out(model, x), ref) > 1e-2
 
     for bn in bns(model):

@@ -46,10 +46,21 @@ def test_schedule_state_round_trip_and_weight_decay_end():
     for _ in range(50):
         s.step()
     assert opt.param_groups[0]["weight_decay"] == pytest.approx(5e-6)
-    s2 = Schedule(build_optimizer(_model(), cfg), 50, cfg, 10)
-    s2.load_state_dict({"step": 20})
-    s.load_state_dict({"step": 20})
-    assert s2.lr == s.lr
+    # Round-trip a real state_dict() taken mid-run into a schedule built with another total (as after a
+    # phase switch): it must take over step AND total, so LR and weight decay continue where they were.
+    s = Schedule(build_optimizer(_model(), cfg), 50, cfg, 10)
+    for _ in range(20):
+        s.step()
+    opt2 = build_optimizer(_model(), cfg)
+    s2 = Schedule(opt2, 80, cfg, 10)
+    s2.load_state_dict(s.state_dict())
+    assert s2.total == 50 and s2.step_num == 20
+    assert s2.lr == pytest.approx(0.001 + 0.5 * (0.1 - 0.001) * (1 + math.cos(math.pi * 20 / 50)))
+    assert s2.lr == s.lr and opt2.param_groups[0]["weight_decay"] == s.optimizer.param_groups[0]["weight_decay"]
+    assert s2.lr != Schedule(build_optimizer(_model(), cfg), 80, cfg, 10).lr_factor(20) * 0.1  # total mattered
+    for _ in range(30):
+        s2.step()
+    assert s2.lr == pytest.approx(0.001)  # ends at min_lr on the restored total
 
 
 def test_add_params_keeps_old_state():

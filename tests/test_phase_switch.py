@@ -1,4 +1,6 @@
 """Engine support for phased methods: a method swaps the model mid-run, and a resume rebuilds it."""
+import math
+
 import pytest
 
 from growth.engine.job import run_job
@@ -50,8 +52,13 @@ def test_replace_model_trains_new_model_and_restarts_schedule(tmp_path, swap_met
     rows = RunRecord(tmp_path).metrics()
     assert [r["phase"] for r in rows] == ["first", "second", "second"]
     assert rows[1]["params"] != rows[0]["params"]
-    # epoch 2 starts a fresh cosine over 2 epochs: its LR is the base LR again
-    assert rows[1]["lr"] == pytest.approx(rows[0]["lr"])
+    # epoch 2 starts a fresh cosine over the 2 remaining epochs: its LR is the base LR again ...
+    lr, min_lr = 0.1, 1e-5  # conf/optim/sgd.yaml, no warmup
+    assert rows[0]["lr"] == rows[1]["lr"] == pytest.approx(lr)
+    # ... and epoch 3 starts half-way through that phase's cosine (t = 1 epoch / 2 epochs). A constant
+    # schedule would give lr, one over the wrong length (e.g. all 3 epochs: t = 1/3) another value.
+    half = min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * 1 / 2))
+    assert rows[2]["lr"] == pytest.approx(half, rel=1e-9)
 
 
 def test_resume_after_swap_equals_uninterrupted(tmp_path, swap_method):

@@ -65,11 +65,24 @@ def test_teacher_deploy_fuses_conv_bn_only():
 
 
 def test_sizes_match_the_original_reduce20():
-    """METHODS/MEASURED: reduce20 width 1 on CIFAR-10 has 412,058 (teacher) / 272,474 (student) params."""
+    """reduce20 width 1 on CIFAR-10 has 412,058 (teacher) / 272,474 (student) params in the original
+    (docs/reference_numbers.md, "ReduceNet sizes")."""
     teacher = create_model("reducenet")
     student = create_model("reducenet", scaler=0)
+    # docs/reference_numbers.md "ReduceNet sizes": measured from the original (HEAD aeb75cf)
     assert (count_params(teacher), count_params(student)) == (412_058, 272_474)
-    assert count_params(student.deploy()) == 271_690
+    # The fold, derived from the student's modules rather than pinned: every BN goes into the bias-less
+    # conv before it, so each BN's weight and bias leave and that conv gains one bias per channel.
+    bns = [m for m in student.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(c.bias is None for c in student.modules() if isinstance(c, nn.Conv2d))
+    removed = sum(bn.weight.numel() + bn.bias.numel() for bn in bns)
+    added = sum(bn.num_features for bn in bns)
+    folded = student.deploy()
+    assert count_params(folded) == count_params(student) - removed + added
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    convs = [m for m in folded.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == len(bns) and all(c.bias is not None for c in convs)
+    assert count_params(student) - removed + added == 271_690  # docs/reference_numbers.md "ReduceNet sizes"
 
 
 # ---- the switch -------------------------------------------------------------------------------

@@ -5,15 +5,27 @@ import pytest
 import torch
 
 from growth.engine.job import run_job
-from growth.engine.record import EVENT_KEYS, METRIC_KEYS, SCHEMA_VERSION, SUMMARY_KEYS
+from growth.engine.record import SCHEMA_VERSION
 from growth.methods import METHODS
 from growth.methods.fixed import Fixed
 from growth.models.saved import from_file
 from tests.conftest import tiny_cfg
 
+# The documented contract (README "The run record", DESIGN.md section 5), written out here rather than
+# imported from growth.engine.record: a key dropped from the schema module must turn this test red.
+METRIC_KEYS = ("epoch", "phase", "arch", "params", "deploy_params", "macs", "train_loss", "train_acc",
+               "val_loss", "val_acc", "lr", "epoch_time_s", "samples_seen", "train_macs_cum")
+EVENT_KEYS = ("epoch", "step", "kind", "where", "arch_before", "arch_after", "params_before",
+              "params_after", "max_abs_output_change")
+SUMMARY_KEYS = ("schema_version", "status", "method", "model", "data", "seed", "variants", "final_val_acc",
+                "best_val_acc", "test_acc", "arch", "params", "deploy_params", "macs", "train_time_s",
+                "train_macs_total", "device", "git_commit", "versions")
+
 
 def test_record_contract(tmp_path):
-    summary = run_job(tiny_cfg(), tmp_path)
+    # A growing job (AdaGrow from 0-1-0, grows after every epoch) so that events.jsonl has rows to check.
+    summary = run_job(tiny_cfg(**{"method": "adagrow", "model.arch": "0-1-0", "model.max_arch": "1-1-1",
+                                  "grow.interval": 1, "grow_mode": "depth"}), tmp_path)
     assert summary["status"] == "completed"
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["schema_version"] == SCHEMA_VERSION
@@ -22,18 +34,24 @@ def test_record_contract(tmp_path):
     rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     for r in rows:
-        assert set(METRIC_KEYS) <= set(r)
+        assert set(METRIC_KEYS) <= set(r), set(METRIC_KEYS) - set(r)
     assert rows[1]["samples_seen"] == 2 * rows[0]["samples_seen"] > 0
-    assert rows[1]["train_macs_cum"] == 2 * rows[0]["train_macs_cum"] > 0
+    assert rows[1]["train_macs_cum"] > 2 * rows[0]["train_macs_cum"] > 0  # epoch 2 trains the grown, bigger model
     assert on_disk["train_macs_total"] == rows[-1]["train_macs_cum"]
     assert on_disk["final_val_acc"] == rows[-1]["val_acc"]
     assert on_disk["best_val_acc"] == max(r["val_acc"] for r in rows)
     assert 0 <= on_disk["test_acc"] <= 1
     assert on_disk["deploy_params"] < on_disk["params"]  # BN folded away
     assert on_disk["deploy_max_abs_diff"] < 1e-4
-    assert (tmp_path / "events.jsonl").exists() and set(EVENT_KEYS)
+    events = [json.loads(ln) for ln in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert len(events) == summary["growth_events"] >= 1
+    for e in events:
+        assert set(EVENT_KEYS) <= set(e), set(EVENT_KEYS) - set(e)
+        assert e["kind"] == "grow_depth" and e["arch_before"] != e["arch_after"]
+        assert e["params_after"] > e["params_before"]
+    assert events[-1]["arch_after"] == on_disk["arch"] == rows[-1]["arch"]
     ckpt = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
-    assert ckpt["epoch"] == 2 and ckpt["arch_spec"]["arch"] == "1-1-1"
+    assert ckpt["epoch"] == 2 and ckpt["arch_spec"]["arch"] == on_disk["arch"]
     for key in ("model", "optimizer", "schedule", "rng", "step"):
         assert key in ckpt
     deployed = from_file(torch.load(tmp_path / "checkpoints/deploy.pt", weights_only=True))
