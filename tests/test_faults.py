@@ -81,3 +81,48 @@ def test_randgrow_transformer_random_positions_are_seeded(family):
     assert all(1 <= p <= d for p, d in zip(a, range(2, 8)))  # after one of the layers there
     others = [_positions(family, 6, **{"method.where": "random", "grow.seed": s}) for s in (1, 2)]
     assert any(o != a for o in others)  # the RNG decides (checked for these seeds)
+
+
+# ---- 9c: read_jsonl drops only a cut last line ------------------------------------------------------
+ROW = '{"epoch": 1, "val_acc": 0.5}'
+
+
+def test_read_jsonl_drops_only_a_cut_last_line(tmp_path):
+    from growth.engine.io import read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(f'{ROW}\n{ROW}\n{{"epoch": 3, "val_')  # killed while writing row 3: no newline
+    assert read_jsonl(path) == [json.loads(ROW)] * 2
+    path.write_text(f"{ROW}\n\n{ROW}\n")  # blank lines are no rows
+    assert len(read_jsonl(path)) == 2
+
+
+@pytest.mark.parametrize("text,line", [
+    (f'{ROW}\n{{"epoch": 2, "val_\n{ROW}\n', 2),   # a bad line in the middle
+    (f'{ROW}\n{{"epoch": 2, "val_\n', 2),         # a bad last line that was written whole (newline)
+    (f'not json\n{ROW}', 1),
+], ids=["middle", "last_with_newline", "first"])
+def test_read_jsonl_bad_line_names_file_and_line(tmp_path, text, line):
+    from growth.engine.io import read_jsonl
+    from growth.errors import ConfigError
+
+    path = tmp_path / "events.jsonl"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        read_jsonl(path)
+    assert str(e.value).startswith(f"{path}:{line}=") and "not a JSON row" in str(e.value)
+
+
+def test_analysis_skips_a_run_with_a_broken_record_and_names_the_line(tmp_path, caplog):
+    from analysis.collect import collect
+    from growth.engine.job import run_job
+    from tests.conftest import tiny_cfg
+
+    for seed in (0, 1):
+        run_job(tiny_cfg(**{"trainer.epochs": 1, "seed": seed}), tmp_path / f"r{seed}")
+    metrics = tmp_path / "r1" / "metrics.jsonl"
+    metrics.write_text("garbage\n" + metrics.read_text())
+    runs, epochs, _ = collect(tmp_path)
+    assert list(runs["seed"]) == [0] and len(epochs) == 1  # the other run is still read
+    assert runs.attrs["skipped"]["broken record"] == 1
+    assert "skipped 1 run(s): broken record" in caplog.text and f"{metrics}:1=" in caplog.text
