@@ -126,3 +126,40 @@ def test_analysis_skips_a_run_with_a_broken_record_and_names_the_line(tmp_path, 
     assert list(runs["seed"]) == [0] and len(epochs) == 1  # the other run is still read
     assert runs.attrs["skipped"]["broken record"] == 1
     assert "skipped 1 run(s): broken record" in caplog.text and f"{metrics}:1=" in caplog.text
+
+
+# ---- 9e: an SWS descendant resumes from its checkpoint without the learngene file -----------------
+def test_sws_descendant_resumes_without_its_learngene_file(tmp_path, monkeypatch):
+    import torch
+
+    from growth.engine.io import atomic_torch_save
+    from growth.engine.job import run_job
+    from growth.methods.sws import SWS
+    from growth.models import learngene
+    from growth.models.sws import SWSAux
+    from tests.test_sws import sws_cfg
+
+    def make_gene(path):  # an untrained tiny aux's learngene, as in tests/test_sws.py
+        torch.manual_seed(0)
+        gene = learngene.extract(SWSAux(stage_repeats=[1, 1], embed_dim=16, heads=2))
+        gene.update(cost={"learngene_cost_macs": 10 ** 6}, data={"name": "digits", "num_classes": 10},
+                    aux={"val_acc": 0.0, "params": 0, "variant": "fixed"})
+        atomic_torch_save(path, gene)
+
+    make_gene(tmp_path / "gene.pt")
+    cfg = sws_cfg("sws_descendant", **{"model.depth": 2, "method.learngene": tmp_path / "gene.pt",
+                                       "trainer.epochs": 2})
+    full = run_job(cfg, tmp_path / "full")
+    original = SWS.on_epoch_end
+
+    def stop_after_one(self, trainer, epoch):
+        trainer.stop_requested = "test stop"  # the run stops at epoch 2's first step, checkpoint at 1
+        return original(self, trainer, epoch)
+    monkeypatch.setattr(SWS, "on_epoch_end", stop_after_one)
+    assert run_job(cfg, tmp_path / "part")["status"] == "interrupted"
+    monkeypatch.setattr(SWS, "on_epoch_end", original)
+    (tmp_path / "gene.pt").unlink()
+    resumed = run_job(cfg, tmp_path / "part")
+    assert resumed["status"] == "completed" and resumed["epochs_done"] == 2
+    for key in ("final_val_acc", "test_acc", "learngene_params", "storage_ratio", "cost_ratio"):
+        assert resumed[key] == full[key], key
