@@ -64,8 +64,8 @@ def _read_summary(run_dir: Path) -> tuple[dict | None, str | None]:
         return None, "unfinished"
     try:
         summary = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None, "unfinished"
+    except json.JSONDecodeError:  # written atomically: a summary that is not JSON is damaged, not unfinished
+        return None, "broken record"
     if summary.get("schema_version") != SCHEMA_VERSION:
         return summary, "other schema"
     if summary.get("status") != "completed":
@@ -76,7 +76,8 @@ def _read_summary(run_dir: Path) -> tuple[dict | None, str | None]:
 WHY = {"unfinished": "no summary.json (still running, or killed)",
        "other schema": f"written with another run-record schema version (this analysis reads version "
                        f"{SCHEMA_VERSION}; re-run them, or analyse them with the code that wrote them)",
-       "not completed": "status failed or interrupted (see their summary.json)"}
+       "not completed": "status failed or interrupted (see their summary.json)",
+       "broken record": "a record file is damaged (repair or delete the line named, or re-run)"}
 
 
 def _warn_skipped(skipped: dict) -> None:
@@ -90,24 +91,33 @@ def _warn_skipped(skipped: dict) -> None:
 def collect(*dirs, completed_only: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(runs, epochs, events): one row per finished run, per epoch, per structural event.
 
-    Runs without summary.json (still running or killed), runs of another schema version and (unless
-    completed_only=False) failed or interrupted runs are skipped with a warning that counts them;
+    Runs without summary.json (still running or killed), runs of another schema version, runs with a
+    damaged record file (named with its line) and (unless completed_only=False) failed or interrupted
+    runs are skipped with a warning that counts them;
     the counts are in runs.attrs["skipped"]."""
     summaries, configs, epochs, events = [], [], [], []
-    skipped = {"unfinished": [], "other schema": [], "not completed": []}
+    skipped = {"unfinished": [], "other schema": [], "not completed": [], "broken record": []}
     for run_dir in find_runs(*dirs):
         summary, why = _read_summary(run_dir)
         if why == "other schema":
             skipped[why].append(f"{run_dir} (version {summary.get('schema_version')})")
             continue
+        if why == "broken record":
+            skipped[why].append(f"{run_dir / FILES['summary']} is not JSON")
+            continue
         if why == "unfinished" or (why == "not completed" and completed_only):
             skipped[why].append(str(run_dir))
+            continue
+        try:
+            metrics, run_events = read_jsonl(run_dir / FILES["metrics"]), read_jsonl(run_dir / FILES["events"])
+        except ValueError as e:  # a bad line inside metrics/events.jsonl: the message names file and line
+            skipped["broken record"].append(str(e))
             continue
         run_id = str(run_dir)
         summaries.append({"run": run_id, **summary})  # "run" first: the column that joins the frames
         configs.append(read_config(run_dir))
-        epochs += [{"run": run_id, **r} for r in read_jsonl(run_dir / FILES["metrics"])]
-        events += [{"run": run_id, **r} for r in read_jsonl(run_dir / FILES["events"])]
+        epochs += [{"run": run_id, **r} for r in metrics]
+        events += [{"run": run_id, **r} for r in run_events]
     _warn_skipped(skipped)
     return _runs_frame(summaries, configs, skipped), pd.DataFrame(epochs), pd.DataFrame(events)
 

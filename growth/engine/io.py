@@ -58,16 +58,25 @@ def append_jsonl(path, row: dict) -> None:
 
 
 def read_jsonl(path) -> list[dict]:
+    """The rows of a JSON-lines record. Only a cut last line (a kill mid-write: the file does not end with
+    a newline) is dropped; any other line that is not JSON is an error naming the file and line."""
     path = Path(path)
     if not path.exists():
         return []
+    text = path.read_text()
+    lines = text.splitlines()
     rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill mid-write: drop it
-                pass
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number == len(lines) and not text.endswith("\n"):
+                break  # append_jsonl writes a row and its newline at once: this one was cut short
+            raise ConfigError(f"{path}:{number}", line[:60] + ("..." if len(line) > 60 else ""),
+                              f"not a JSON row ({e.msg}); only a cut last line is skipped: "
+                              "repair or delete this line") from None
     return rows
 
 

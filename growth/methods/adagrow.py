@@ -19,6 +19,7 @@ import torch
 
 from growth.arch import parse_arch
 from growth.blocks import RepUnit
+from growth.engine import dist
 from growth.errors import ConfigError
 from growth.grow.init import initialize, normalize
 from growth.grow.modes import check_mode, growth_kind
@@ -250,7 +251,9 @@ class AdaGrow(Method):
         epochs = int(self.init_cfg.get("epochs", 2))
         opt = torch.optim.Adam(params, lr=float(self.init_cfg.get("lr", 1e-3)),
                                weight_decay=float(self.init_cfg.get("weight_decay", 5e-4)))
-        loader, model = trainer.data.train, trainer.model
+        loader = trainer.data.train
+        trainer.rewrap()  # distributed: DDP around the grown model, so the ranks fit on all shards together
+        model = trainer.train_model
         model.train()
         seen = 0
         for e in range(epochs):
@@ -262,8 +265,11 @@ class AdaGrow(Method):
                 loss.backward()
                 opt.step()
                 seen += len(y)
-        for p in model.parameters():
+        for p in trainer.model.parameters():
             p.grad = None
+        dist.sync_buffers(trainer.model, trainer.dist)  # BN statistics of rank 0, as after an epoch
+        # every rank trained on its shard: the cost is the sum over ranks, as for a training epoch
+        seen = int(dist.all_sum(trainer.dist, torch.tensor(float(seen), device=trainer.device))[0].item())
         trainer.counters["train_macs_cum"] += seen * trainer.sizes()["train_macs_per_sample"]
         trainer.counters["samples_seen"] += seen
 

@@ -19,6 +19,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from growth.engine import dist
 from growth.engine.io import atomic_torch_save
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs, latency_ms, train_step_macs
@@ -50,6 +51,14 @@ def parse_skip(value, n: int, key: str) -> tuple[bool, ...]:
         return tuple(value)
     raise ConfigError(key, value, f"'super', 'base', {n} letters T/F (e.g. {'T' + 'F' * (n - 1)}) or a list "
                                   f"of {n} booleans: one per skippable stage of this model")
+
+
+def _global_count(trainer, n: int) -> int:
+    """Samples of this step over all ranks: every rank's batch had a base-net pass, and the trainer counts
+    the super-net's samples summed over ranks too. One process: n itself (no device sync)."""
+    if not getattr(trainer, "dist", dist.DistInfo()).enabled:  # (a test's stand-in trainer may have none)
+        return n
+    return int(dist.all_sum(trainer.dist, torch.tensor(float(n), device=trainer.device))[0].item())
 
 
 def _unwrap(model):
@@ -142,7 +151,7 @@ class ADN(Method):
         finally:
             net.set_skip(self.super)  # the rest of the engine (eval, sizes, deploy) sees the super-net
         distill = topk_distill(z_super.detach(), z_base, self.k, self.temperature)
-        trainer.counters["train_macs_cum"] += len(y) * self.base_step_macs
+        trainer.counters["train_macs_cum"] += _global_count(trainer, len(y)) * self.base_step_macs
         return self.alpha * label_loss + (1 - self.alpha) * distill, z_super
 
     # ---- sub-networks -----------------------------------------------------------------------------

@@ -3,6 +3,10 @@
 `where: round_robin` is what the original RandGrow script does despite its name (stage g, g+1, ...
 over stages below their max; units in module order); `where: random` draws stages and units from a
 seeded RNG, saved in checkpoints.
+
+Transformers (ViT, BERT) have one stack of layers: a new layer goes after an existing one, never by
+saliency. `round_robin`: after layer 0 first, then after the layer that follows the previous new one,
+wrapping to layer 0 past the end (the new layers spread evenly); `random`: after a layer drawn from the RNG.
 """
 from growth.blocks import RepUnit
 from growth.errors import ConfigError
@@ -19,7 +23,7 @@ class RandGrow(AdaGrow):
         self.where = cfg["method"].get("where", "round_robin")
         if self.where not in WHERE:
             raise ConfigError("method.where", self.where, f"allowed: {', '.join(WHERE)}")
-        self.next_stage, self.next_unit = 0, 0
+        self.next_stage, self.next_unit, self.next_layer = 0, 0, 0
 
     @property
     def variants(self) -> dict:
@@ -34,6 +38,17 @@ class RandGrow(AdaGrow):
         self.next_stage = stage + 1
         return stage, {}
 
+    def insert_position(self, model):
+        """(position, {}): the new layer goes in at `position`, i.e. after layer position - 1."""
+        depth = model.depth
+        if depth == 0:
+            return 0, {}
+        if self.where == "random":
+            return self.rng.randint(1, depth), {}
+        position = self.next_layer % depth + 1
+        self.next_layer = position + 1  # the layer after the new one
+        return position, {}
+
     def choose_units(self, model):
         units = [(name, m) for name, m in model.named_modules() if isinstance(m, RepUnit)]
         n = int(self.ratio * len(units))
@@ -45,8 +60,10 @@ class RandGrow(AdaGrow):
         return [(units[i][0], units[i][1], 0.0) for i in picked]
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "next_stage": self.next_stage, "next_unit": self.next_unit}
+        return {**super().state_dict(), "next_stage": self.next_stage, "next_unit": self.next_unit,
+                "next_layer": self.next_layer}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.next_stage, self.next_unit = state["next_stage"], state["next_unit"]
+        self.next_layer = state.get("next_layer", 0)  # checkpoints written before transformers had it

@@ -60,17 +60,24 @@ class SWS(Method):
         self.teacher_name, self.teacher_weights = m.get("teacher"), m.get("teacher_weights")
         if self.stage == "aux":
             self._check_teacher(m)
-        self.gene, self.gene_path, self.source = None, m.get("learngene"), None
+        self.gene, self.gene_path, self.source, self.gene_error = None, m.get("learngene"), None, None
         if self.stage == "descendant":
-            self.gene = learngene.load(self.gene_path)
-            cfg_gene = self.gene["config"]
-            self.source = learngene.parse_source(m.get("layers_source", "auto"), model["depth"],
-                                                 len(cfg_gene["stage_repeats"]), cfg_gene["stage_repeats"])
+            try:
+                self._use_gene(learngene.load(self.gene_path))
+            except ConfigError as e:  # a resumed run has the learngene in its checkpoint: raised in setup if not
+                self.gene_error = e
         self.load_head = choice(m.get("load_head", "auto"), "method.load_head", ("auto", True, False))
         self.scratch_epochs = m.get("scratch_epochs")
         self.family_depths = list(m.get("family_depths") or [])
         self.teacher, self.switched, self.teacher_info, self.heads = None, False, {}, None
         self.teacher_file = None  # the teacher as spec + state (growth/models/saved.py), what checkpoints hold
+
+    def _use_gene(self, gene: dict) -> None:
+        """The learngene this descendant starts from, and each layer's source stage (checked now)."""
+        repeats = gene["config"]["stage_repeats"]
+        self.source = learngene.parse_source(self.cfg["method"].get("layers_source", "auto"),
+                                             self.cfg["model"]["depth"], len(repeats), repeats)
+        self.gene = gene
 
     def _check_teacher(self, m: dict) -> None:
         epochs, name = m.get("teacher_epochs", 0), self.teacher_name
@@ -107,6 +114,8 @@ class SWS(Method):
     # ---- setup --------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
         fresh = trainer.step == 0 and not trainer.model_replaced
+        if getattr(trainer.model, "learngene_error", None):  # a fresh run's model needs its learngene file
+            raise trainer.model.learngene_error
         if self.stage == "aux":
             if fresh and self.teacher_epochs:
                 self._start_teacher_phase(trainer)
@@ -115,6 +124,10 @@ class SWS(Method):
             first = "teacher" if self.teacher_epochs else "aux"
             record_first_phase(trainer, f"{first}: {trainer.model.arch_string()}")
         elif self.stage == "descendant":
+            if self.gene is None:  # neither a readable learngene file nor a checkpoint holding it
+                raise self.gene_error
+            if self.gene_error is not None:
+                log.warning("sws: %s; resuming with the learngene stored in the checkpoint", self.gene_error)
             self._check_fits(trainer.model)
             self.heads = f"{self.gene['config']['heads']}->{trainer.model.spec_kwargs()['heads']}"
             if fresh:
@@ -218,13 +231,18 @@ class SWS(Method):
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        # the frozen teacher as spec + state, never a pickled module: checkpoints load with weights_only
+        # the frozen teacher as spec + state, never a pickled module: checkpoints load with weights_only;
+        # a descendant's learngene too (tensors and plain values): a resume needs no learngene file, and the
+        # summary's storage and cost ratios are those of the learngene the run started from
         if self.teacher is not None and self.teacher_file is None:
             self.teacher_file = to_file(self.teacher, deployed=False)  # a timm teacher, given or trained here
-        return {"switched": self.switched, "teacher_info": dict(self.teacher_info), "teacher": self.teacher_file}
+        return {"switched": self.switched, "teacher_info": dict(self.teacher_info), "teacher": self.teacher_file,
+                "gene": self.gene if self.stage == "descendant" else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.switched, self.teacher_info = state["switched"], dict(state["teacher_info"])
+        if state.get("gene") is not None:  # the checkpoint's copy wins over the file (which may be gone)
+            self._use_gene(state["gene"])
         self.teacher_file = state.get("teacher")  # an older checkpoint's module too (trainer.trust_pickles)
         if self.teacher_file is not None:
             self.teacher = from_file(self.teacher_file).eval().requires_grad_(False)

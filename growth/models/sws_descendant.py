@@ -50,8 +50,13 @@ class SWSDescendant(SpecModel):
     @classmethod
     def from_config(cls, cfg: dict, data: dict) -> "SWSDescendant":
         base = {**DEFAULTS, "heads": cfg.get("aux_heads") or DEFAULTS["heads"]}
+        gene, missing = None, None
         if cfg.get("learngene"):
-            gene = learngene.load(cfg["learngene"], "method.learngene")["config"]
+            try:
+                gene = learngene.load(cfg["learngene"], "method.learngene")["config"]
+            except ConfigError as e:  # a resumed run builds its model from the checkpoint: raised if fresh
+                missing = e
+        if gene is not None:
             base.update(gene)
             if gene["img_size"] != data["image_size"] or gene["in_chans"] != data["in_chans"]:
                 raise ConfigError("data", data["name"], f"the learngene was trained on {gene['in_chans']}-channel "
@@ -66,5 +71,10 @@ class SWSDescendant(SpecModel):
         patch = check_image_data(data, "sws_descendant", cfg.get("patch_size") or base["patch_size"])
         heads = cfg.get("heads") or default_heads(int(base["heads"]), cfg.get("variant") or "fixed")
         check_heads(heads, embed, "model.heads")
-        return cls(depth, heads, embed, float(cfg.get("mlp_ratio") or base["mlp_ratio"]), patch,
-                   data["image_size"], data["in_chans"], data["num_classes"], float(cfg.get("drop_path", 0.1)))
+        model = cls(depth, heads, embed, float(cfg.get("mlp_ratio") or base["mlp_ratio"]), patch,
+                    data["image_size"], data["in_chans"], data["num_classes"], float(cfg.get("drop_path", 0.1)))
+        if missing is not None:
+            # Without its file the learngene's settings are unknown here: a resume takes them from the
+            # checkpoint's spec (not compared), a fresh run stops with `missing` (SWS.setup raises it).
+            model.learngene_error, model.grown_keys = missing, ("heads", "embed_dim", "mlp_ratio", "patch_size")
+        return model
