@@ -327,3 +327,13 @@ def test_loaders_resume_inside_an_epoch_with_the_same_batches_and_no_global_draw
         tail = [b[1].tolist() for b in part]
         assert torch.equal(torch.get_rng_state(), before)  # iterating draws nothing from the global RNG
         assert tail == [b[1].tolist() for b in full][4:] and len(tail) == len(full) - 4
+
+
+def test_resume_after_a_row_cut_mid_write_repairs_the_record(full, tmp_path, monkeypatch):
+    with monkeypatch.context() as m, pytest.raises(Crash):
+        crash_after_step(m, 2 * 19 + 3)  # inside epoch 3: epochs 1-2 are on disk
+        run_job(tiny_cfg(**GROWING), tmp_path)
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"epoch": 3, "phase": "tr')  # a kill inside append_jsonl
+    run_job(tiny_cfg(**GROWING), tmp_path)
+    same_result(tmp_path, full)

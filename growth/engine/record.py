@@ -65,14 +65,17 @@ class RunRecord:
         return read_jsonl(self.path("events"))
 
     def truncate_after(self, epoch: int) -> None:
-        """On resume: drop rows of epochs the checkpoint does not hold (written after it, then killed)."""
+        """On resume: drop rows of epochs the checkpoint does not hold (written after it, then killed), and a
+        last line cut by a kill mid-write, which the next row would otherwise extend into a bad line."""
         if not self.write:
             return
         for name in ("metrics", "events"):
-            rows = read_jsonl(self.path(name))
+            path = self.path(name)
+            rows = read_jsonl(path)
             keep = [r for r in rows if r.get("epoch", 0) <= epoch]
-            if len(keep) != len(rows):
-                atomic_write_text(self.path(name), "".join(json.dumps(r) + "\n" for r in keep))
+            text = path.read_text() if path.exists() else ""
+            if len(keep) != len(rows) or (text and not text.endswith("\n")):
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def write_summary(self, summary: dict) -> None:
         summary = {"schema_version": SCHEMA_VERSION, **summary}
