@@ -44,13 +44,8 @@ def compose(**overrides) -> dict:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from growth.engine.env import device_name
+    return device_name()  # the CPU model: one reader of /proc/cpuinfo, the one summary.json uses
 
 
 def machine() -> dict:
