@@ -5,8 +5,10 @@ The types come from the defaults themselves: the YAML file of each option the co
 imports Hydra). A default's type allows:
 - a float: any number (an int too); an int: an int only (2.5 epochs, 1.5 workers are no counts);
 - a bool: true or false; a string: a string; a list: a list whose items have the default items' type;
-- null, or an interpolation that resolves to anything: whatever the key's consumer accepts, unless MORE
-  below names the types (a null default tells nothing).
+  a mapping (a section such as model:): a mapping;
+- an interpolation: the type of what it points to (${oc.select:method.start_arch,1-1-1}: a string);
+- null, or an interpolation we cannot follow: whatever the key's consumer accepts, unless MORE below
+  names the types (a null default tells nothing).
 Keys that take more than one type on purpose ('auto' or a number, a name or a list) say so in MORE.
 A key with no default (added with +key=value, or from a config folder we cannot see) is not checked.
 """
@@ -102,6 +104,7 @@ def _walk(node: dict, prefix: str, out: dict) -> None:
             continue
         path = f"{prefix}{key}"
         if isinstance(value, dict) and value:
+            out.setdefault(path, []).append(("dict", None))  # a section: grow=3 is no mapping
             _walk(value, path + ".", out)
         else:
             out.setdefault(path, []).append((_default_kind(value), value))
@@ -113,7 +116,7 @@ def _read(path: Path) -> dict:
     unless it is `# @package _global_` (then its sections are top-level keys, as in config.yaml)."""
     text = path.read_text()
     top = path.parent == CONF or any(line.startswith("# @package _global_") for line in text.splitlines()[:3])
-    out = {}
+    out = {} if top else {path.parent.name: [("dict", None)]}
     _walk(yaml.safe_load(text) or {}, "" if top else f"{path.parent.name}.", out)
     return out
 
@@ -122,9 +125,11 @@ def _option_files(cfg: dict, group: str) -> list:
     """The option a section was composed from: its family or name is the file's stem (model.family=vit)."""
     section = cfg.get(group)
     folder = CONF / group
-    if not isinstance(section, dict) or not folder.is_dir():
+    if group not in cfg or not folder.is_dir():
         return []
     options = sorted(folder.glob("*.yaml"))
+    if not isinstance(section, dict):
+        return options  # model=3 in a hand-made dict: every option says it is a mapping
     names = [section[k] for k in ("family", "name") if k in section]
     for name in names:
         if isinstance(name, str) and (folder / f"{name}.yaml").is_file():
@@ -173,19 +178,19 @@ def _fits(value, kinds: set) -> bool:
     return "any" in kinds or k in kinds or (k == "int" and "float" in kinds)
 
 
-def _leaves(node: dict, prefix: str = ""):
+def _nodes(node: dict, prefix: str = ""):
+    """Every (path, value) of a config: mappings and what they hold."""
     for key, value in node.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            yield from _leaves(value, path + ".")
-        else:
-            yield path, value
+        yield path, value
+        if isinstance(value, dict):
+            yield from _nodes(value, path + ".")
 
 
 def check_types(cfg: dict) -> None:
     """Raise ConfigError for the first value whose type its default does not allow."""
     allowed = default_kinds(cfg)
-    for path, value in _leaves(cfg):
+    for path, value in _nodes(cfg):
         if path not in allowed:
             continue
         kinds, example = allowed[path]
@@ -197,7 +202,7 @@ def check_types(cfg: dict) -> None:
             items = {kind(x) for x in example}
             for item in value:
                 if not _fits(item, items):
-                    raise ConfigError(path, value, f"allowed: a list of {_words(items)}, e.g. {example}")
+                    raise ConfigError(path, value, f"allowed: a list, each item {_words(items)}, e.g. {example}")
 
 
 def _words(kinds: set) -> str:
