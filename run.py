@@ -5,6 +5,7 @@
     python run.py model=timm model.name=resnet18 trainer.epochs=1
     python run.py hydra.run.dir=outputs/runs/mine   # re-run the same dir to resume
 """
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -43,8 +44,126 @@ def require_run_dir(argv: list[str]) -> str | None:
     return None
 
 
+def compose_problem(argv: list[str]) -> str | None:
+    """What Hydra would report as a screenful and exit 1 (bad override syntax, a key the config does not
+    have, an interpolation that does not resolve), found by composing the config here, as one line.
+
+    A multirun composes each sweep value once, the other sweeps at their first value (Hydra composes
+    every job; a bad value would stop the sweep half-way). Hydra's flags that run nothing (--help,
+    --info, ...) or pick another config are Hydra's to handle; so is an error we do not know."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    args = get_args_parser().parse_args(argv)  # a bad flag: argparse says so and exits 2, as Hydra would
+    if any(getattr(args, flag) for flag in ("help", "hydra_help", "info", "shell_completion", "config_path",
+                                            "config_name", "config_dir", "experimental_rerun")):
+        return None
+    parser = OverridesParser.create()
+    parsed = []
+    for arg in args.overrides:
+        try:
+            parsed.append(parser.parse_override(arg))
+        except HydraException as e:
+            return f"{_shown(arg)}: not a valid override ({_one_line(e)}); allowed: key=value, e.g. optim.lr=0.01"
+    try:
+        jobs = _jobs(parsed, args.overrides) if args.multirun else [list(args.overrides)]
+    except HydraException:  # e.g. glob(): Hydra expands it against the config groups itself
+        return None
+    for job in jobs:
+        problem = _compose_job(job)
+        if problem:
+            return problem
+    return None
+
+
+def _jobs(parsed, overrides: list[str]) -> list[list[str]]:
+    """The first job of a sweep, and for each sweep's other values one job with only that value changed."""
+    values = [list(o.sweep_string_iterator()) if o.is_sweep_override() else [arg]
+              for o, arg in zip(parsed, overrides)]
+    keys = [o.get_key_element() if o.is_sweep_override() else None for o in parsed]
+    pick = lambda i, v: v if keys[i] is None else f"{keys[i]}={v}"
+    first = [pick(i, vs[0]) for i, vs in enumerate(values)]
+    jobs = [first]
+    for i, vs in enumerate(values):
+        jobs += [[*first[:i], pick(i, v), *first[i + 1:]] for v in vs[1:]]
+    return jobs
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    OmegaConf.to_container(cfg, resolve=True)  # interpolations resolve here (hydra.* are not composed)
+    return cfg
+
+
+def _compose_job(overrides: list[str]) -> str | None:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        _compose(overrides)
+        return None
+    except (HydraException, OmegaConfBaseException) as e:
+        error = e
+    except Exception:  # noqa: BLE001 - not a config error we can name: Hydra reports it as it always did
+        return None
+    # Which override is it? Hydra applies hydra.* (search path) and group choices before values: add them
+    # in that order until the config stops composing.
+    key = lambda a: a.partition("=")[0].lstrip("+~")
+    ordered = sorted(overrides, key=lambda a: (not key(a).startswith("hydra"), "." in key(a)))
+    try:
+        good = _compose([])  # the keys there are before the culprit
+    except (HydraException, OmegaConfBaseException):
+        return _describe(None, error, None)  # conf/ itself does not compose
+    for i, arg in enumerate(ordered):
+        try:
+            good = _compose(ordered[:i + 1])
+        except (HydraException, OmegaConfBaseException) as e:
+            return _describe(arg, e, good)
+    return _describe(None, error, good)  # only together (or in conf/ itself): name the key Hydra names
+
+
+def _describe(arg: str | None, error: Exception, good) -> str:
+    """One line for a composition error: key=value, then what is allowed."""
+    from omegaconf import DictConfig, OmegaConf
+
+    cause = error.__cause__ if error.__cause__ is not None else error
+    full_key = getattr(cause, "full_key", None) or getattr(error, "full_key", None)
+    if arg is None:
+        return f"{full_key or 'config'}: {_one_line(error)}"
+    key = arg.partition("=")[0].lstrip("+~")
+    if "not in struct" in str(cause) and good is not None:  # a key the config does not have: list those it has
+        unknown = full_key if isinstance(full_key, str) and key.startswith(full_key) else key
+        parent, _, leaf = unknown.rpartition(".")
+        node = OmegaConf.select(good, parent) if parent else good
+        if isinstance(node, DictConfig):
+            names = sorted(str(k) for k in node.keys())
+            close = difflib.get_close_matches(leaf, names, n=1)
+            hint = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+            what = "unknown key" if unknown == key else f"unknown key {unknown}"
+            return (f"{_shown(arg)}: {what}{hint}; allowed: the keys of {parent or 'the config'}: "
+                    f"{', '.join(names)}")
+    return f"{_shown(arg)}: {_one_line(error)}"
+
+
+def _shown(arg: str) -> str:
+    key, sep, value = arg.partition("=")
+    return f"{key.lstrip('+~')}={value!r}" if sep else arg
+
+
+def _one_line(error: Exception) -> str:
+    """Hydra's and OmegaConf's lines joined, without OmegaConf's where-in-the-tree lines."""
+    lines = [ln.strip() for ln in str(error).splitlines()]
+    noise = ("full_key:", "object_type=", "reference_type=")
+    return "; ".join(ln for ln in lines if ln and not ln.startswith(noise))
+
+
 def main() -> None:
-    problem = preflight(sys.argv[1:]) or require_run_dir(sys.argv[1:])
+    problem = preflight(sys.argv[1:]) or require_run_dir(sys.argv[1:]) or compose_problem(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

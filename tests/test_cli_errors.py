@@ -81,3 +81,42 @@ def test_checkpoint_in_run_dir_that_does_not_fit(cli, tmp_path):
     assert "checkpoints/last.pt=" in _error_line(proc)
     assert (run_dir / "summary.json").read_text() == summary_before  # the finished record is untouched
     assert torch.load(run_dir / "checkpoints/last.pt", weights_only=False)["epoch"] == 1
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["optim.lr=abc", "trainer.epochs=1"], ["optim.lr='abc'", "a number", "0.1"]),        # a value's type
+    (["model=vit", "model.dim=100"], ["model.dim='100'", "unknown key", "embed_dim", "head_dim"]),  # Hydra struct
+    (["data=synthetic", "data.num_samples=12"], ["data.num_samples=12", "at least 24"]),  # cannot be split
+])
+def test_wrong_type_unknown_key_or_unsplittable_data_is_one_line(cli, tmp_path, args, expect):
+    """Exit 2 and stderr is exactly one `error:` line: no traceback, no Hydra footer, no record completed."""
+    run_dir = tmp_path / "run"
+    proc = cli([*args, f"hydra.run.dir={run_dir}"])
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "HYDRA_FULL_ERROR" not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+    for part in expect:
+        assert part in lines[0], lines[0]
+    _not_completed(run_dir)
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["optim.lr=[1"], "optim.lr='[1': not a valid override"),
+    (["model.head_dm=3", "model=vit"], "model.head_dm='3': unknown key (did you mean model.head_dim?)"),
+    (["trainer.foo.bar=1"], "trainer.foo.bar='1': unknown key trainer.foo; allowed: the keys of trainer: "),
+    (["~model.foo"], "~model.foo: Could not delete from config. 'model.foo' does not exist."),
+    (["model.arch=${nope}"], "model.arch='${nope}': Interpolation key 'nope' not found"),
+    (["seed=0,1"], "seed='0,1': Ambiguous value"),
+    (["-m", "model=vit,timm", "model.patch_size=4"], "model.patch_size='4': unknown key"),  # the 2nd job's
+    (["-m", "seed=0,1,2", "method=adagrow,fixed", "hydra/launcher=local"], None),
+    (["hydra.run.dir=x", "+model.extra=1", "model.widths=[8,12,16]", "optim.lr=1e-3"], None),
+    (["--help", "model.dim=1"], None),  # Hydra's own flags that do not run a job stay Hydra's
+])
+def test_compose_problem_names_the_override(argv, expect):
+    from run import compose_problem
+    problem = compose_problem(argv)
+    if expect is None:
+        assert problem is None
+    else:
+        assert problem.startswith(expect) and "\n" not in problem, problem

@@ -1,4 +1,7 @@
 """Datasets small enough to live as tensors, whole, on the training device: digits and synthetic."""
+import itertools
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,10 +24,30 @@ def _fractions(cfg) -> tuple[float, float]:
 def _split(x, y, cfg, seed):
     """Stratified train/val/test split, seeded by data.split_seed (not the run seed: splits stay fixed)."""
     val, test = _fractions(cfg)
-    x_tr, x_rest, y_tr, y_rest = train_test_split(x, y, test_size=val + test, stratify=y, random_state=seed)
-    x_va, x_te, y_va, y_te = train_test_split(x_rest, y_rest, test_size=test / (val + test),
-                                              stratify=y_rest, random_state=seed)
+    try:
+        x_tr, x_rest, y_tr, y_rest = train_test_split(x, y, test_size=val + test, stratify=y, random_state=seed)
+        x_va, x_te, y_va, y_te = train_test_split(x_rest, y_rest, test_size=test / (val + test),
+                                                  stratify=y_rest, random_state=seed)
+    except ValueError as e:  # scikit-learn: some split cannot hold every class (too few samples)
+        raise _too_few(cfg, len(y), len(np.unique(y)), val, test) from e
     return (x_tr, y_tr), (x_va, y_va), (x_te, y_te)
+
+
+def _splits_fit(n: int, k: int, val: float, test: float) -> bool:
+    """scikit-learn's arithmetic for our two stratified splits of n balanced samples of k classes."""
+    rest = math.ceil((val + test) * n)
+    n_test = math.ceil(test / (val + test) * rest)
+    return n // k >= 3 and min(n - rest, rest - n_test, n_test) >= k
+
+
+def _too_few(cfg, n: int, k: int, val: float, test: float) -> ConfigError:
+    where = (f"train/val/test stratified over {k} classes (val_fraction {val}, test_fraction {test}: "
+             "each split needs every class)")
+    if "num_samples" in cfg:  # a generated set: the user chose its size
+        least = next(m for m in itertools.count(n) if _splits_fit(m, k, val, test))  # every split grows with m
+        return ConfigError("data.num_samples", n, f"too few to split into {where}; allowed: at least {least}")
+    return ConfigError("data.val_fraction", val, f"{n} samples cannot be split into {where}; allowed: "
+                                                 f"fractions that give each split at least {k} samples")
 
 
 def _bundle(splits, cfg, loader_args, name, num_classes, resize):

@@ -14,6 +14,7 @@ import torch
 from growth.data import build_data
 from growth.engine import config_diff, dist, io
 from growth.engine.checkpoint import check_compatible, load_checkpoint
+from growth.engine.config_check import check_types
 from growth.engine.env import (git_commit, resolve_device, resolve_precision, seed_everything, versions)
 from growth.engine.env import apply_threads, reproducibility
 from growth.engine.lock import RunDirLock
@@ -46,6 +47,7 @@ def validate(cfg: dict) -> None:
     if t.get("compile") not in (True, False, None):
         raise ConfigError("trainer.compile", t["compile"], "allowed: true, false")
     check_export_format(t.get("export"))
+    check_types(cfg)  # every other key against the type of its default in conf/
 
 
 def _file_log(record: RunRecord) -> logging.Handler:
