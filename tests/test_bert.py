@@ -291,7 +291,9 @@ def test_adagrow_grows_bert_on_synthetic_text(tmp_path):
 def test_grown_bert_checkpoint_resumes_into_the_same_shape(tmp_path):
     first = run_job(_grow_cfg(3), tmp_path)
     assert first["arch"] == "d2h2"
-    second = run_job(_grow_cfg(5), tmp_path)  # same directory, more epochs: resumes from the grown last.pt
+    more = _grow_cfg(5)
+    more["trainer"]["on_config_change"] = "continue"  # more epochs for a finished run, on purpose
+    second = run_job(more, tmp_path)  # same directory, more epochs: resumes from the grown last.pt
     assert second["status"] == "completed" and second["epochs_done"] == 5
     assert second["growth_events"] > first["growth_events"] == 2
     layer_heads = second["arch_spec"]["kwargs"]["layer_heads"]

@@ -109,6 +109,7 @@ def test_grown_vit_checkpoint_resumes_into_the_same_shape(tmp_path):
     first = run_job(cfg, tmp_path)
     assert first["arch"] != "d1h1"
     cfg["trainer"]["epochs"] = 5  # same run directory: resumes from its grown last.pt
+    cfg["trainer"]["on_config_change"] = "continue"  # more epochs for a finished run, on purpose
     second = run_job(cfg, tmp_path)
     assert second["status"] == "completed" and second["epochs_done"] == 5
     assert second["growth_events"] > first["growth_events"]  # the method state resumed too

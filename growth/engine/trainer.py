@@ -110,6 +110,10 @@ class Trainer:
         rows = self.record.metrics()  # a checkpoint from before the counter existed
         return rows[-1]["val_acc"] if rows else None
 
+    @last_val_acc.setter
+    def last_val_acc(self, value) -> None:
+        self.counters["last_val_acc"] = value
+
     # ---- state --------------------------------------------------------------------------------
     def save(self, in_epoch: dict | None = None) -> None:
         """The checkpoint: at an epoch's end, or inside one (`in_epoch`: where, and the epoch's sums)."""
