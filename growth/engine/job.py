@@ -20,7 +20,7 @@ from growth.engine.env import apply_threads, reproducibility
 from growth.engine.lock import RunDirLock
 from growth.engine.record import RunRecord
 from growth.engine.trainer import Trainer
-from growth.errors import ConfigError, Interrupted, TrainingDiverged
+from growth.errors import ConfigError, Interrupted, RunDirBusy, TrainingDiverged
 from growth.export import check_format as check_export_format
 from growth.export import export_program
 from growth.measure import count_params
@@ -121,11 +121,10 @@ def _hold(lock, info) -> None:
         except ConfigError as e:
             problem = e
     if info.enabled:
-        dist.check_same(info, "the run directory lock", "ok")  # a barrier: rank 0 has tried
-        flags = [None] * info.world
-        torch.distributed.all_gather_object(flags, problem is None)
-        if not flags[0] and problem is None:
-            raise ConfigError("hydra.run.dir", str(lock.path.parent if lock else ""), "held by another process")
+        held = [None] * info.world
+        torch.distributed.all_gather_object(held, problem is None)  # a barrier too: rank 0 has tried
+        if not held[0] and problem is None:  # RunDirBusy: no rank writes into a directory another run holds
+            raise RunDirBusy("hydra.run.dir", str(lock.path.parent if lock else ""), "held by another process")
     if problem:
         raise problem
 

@@ -44,9 +44,9 @@ class Trainer:
         self.stop_requested = None  # set by a signal handler; checked every step
         self.model_replaced = False  # a method swapped the model (phase switch): resume from the spec
         self.configured_spec = self.model.arch_spec()  # what the config built (checked on resume)
-        # Inside an epoch: the batch reached and the epoch's running sums, for a step checkpoint; a
-        # checkpoint taken inside an epoch hands them to the resumed run through `resume_point`.
-        self.in_epoch, self.resume_point = None, None
+        # A checkpoint taken inside an epoch (the batch reached, the epoch's running sums) hands them to
+        # the resumed run's first epoch through `resume_point`.
+        self.resume_point = None
         self.clock = CheckpointClock(trainer_cfg.get("checkpoint_every"))
         self._macs_cache = {}
         self.probe = next(iter(data.val))[0][:int(trainer_cfg.get("probe_batch", 32))]
