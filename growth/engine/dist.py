@@ -109,6 +109,13 @@ def all_sum(info: DistInfo, *values: torch.Tensor) -> list[torch.Tensor]:
     return list(values)
 
 
+def sum_count(info: DistInfo, n: int, device) -> int:
+    """A count (samples) summed over ranks; one process: n itself, without a device sync."""
+    if not info.enabled:
+        return n
+    return int(all_sum(info, torch.tensor(float(n), device=device))[0].item())
+
+
 def check_same(info: DistInfo, what: str, value) -> None:
     """Every rank must hold the same `value` (an arch string, a weight digest) or the run stops."""
     if not info.enabled:
@@ -134,4 +141,4 @@ def cleanup() -> None:
 
 
 __all__ = ["DistInfo", "setup", "local_device", "wrap", "all_sum", "sync_buffers", "check_same", "weight_digest",
-           "cleanup", "env_rank", "env_world"]
+           "cleanup", "env_rank", "env_world", "sum_count"]

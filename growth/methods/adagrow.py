@@ -269,7 +269,7 @@ class AdaGrow(Method):
             p.grad = None
         dist.sync_buffers(trainer.model, trainer.dist)  # BN statistics of rank 0, as after an epoch
         # every rank trained on its shard: the cost is the sum over ranks, as for a training epoch
-        seen = int(dist.all_sum(trainer.dist, torch.tensor(float(seen), device=trainer.device))[0].item())
+        seen = dist.sum_count(trainer.dist, seen, trainer.device)
         trainer.counters["train_macs_cum"] += seen * trainer.sizes()["train_macs_per_sample"]
         trainer.counters["samples_seen"] += seen
 

@@ -56,9 +56,8 @@ def parse_skip(value, n: int, key: str) -> tuple[bool, ...]:
 def _global_count(trainer, n: int) -> int:
     """Samples of this step over all ranks: every rank's batch had a base-net pass, and the trainer counts
     the super-net's samples summed over ranks too. One process: n itself (no device sync)."""
-    if not getattr(trainer, "dist", dist.DistInfo()).enabled:  # (a test's stand-in trainer may have none)
-        return n
-    return int(dist.all_sum(trainer.dist, torch.tensor(float(n), device=trainer.device))[0].item())
+    info = getattr(trainer, "dist", dist.DistInfo())  # (a test's stand-in trainer may have none)
+    return dist.sum_count(info, n, getattr(trainer, "device", None))
 
 
 def _unwrap(model):
