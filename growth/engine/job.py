@@ -180,7 +180,7 @@ def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
         log.warning("config changed (trainer.on_config_change=continue): %s", config_diff.describe(changes))
     if record.write:
         config_diff.write_config(record.path("config"), cfg)
-    method.setup(trainer)  # a method checks its own settings against the model here, before training
+    trainer.call_hook(method.setup)  # a method checks its own settings against the model here, before training
     return trainer, record
 
 
@@ -235,7 +235,7 @@ def finish(trainer: Trainer, record: RunRecord) -> dict:
     fmt = check_export_format(trainer.cfg.get("export"))
     if fmt and record.write:
         extras.update(_export(deployed, trainer.probe.to(trainer.device), record))
-    extras.update(trainer.method.finish(trainer, record))  # e.g. per-skip-config tables, exports
+    extras.update(trainer.call_hook(trainer.method.finish))  # e.g. per-skip-config tables, exports
     return extras
 
 
@@ -318,4 +318,4 @@ def _summary(cfg, trainer: Trainer, status, error, extras, wall) -> dict:
         "device": str(trainer.device), "world_size": trainer.dist.world,
         "git_commit": git_commit(), "versions": versions(),
         **reproducibility(trainer.device),  # threads, deterministic algorithms, CPU or GPU name
-        **trainer.method.summary_extras(trainer), **extras}  # extras: test results and method.finish's keys
+        **trainer.method.summary_extras(trainer.ctx), **extras}  # extras: test results and method.finish's keys

@@ -11,8 +11,9 @@ from tqdm import tqdm
 from growth.arch import spec_to_json
 from growth.engine import dist
 from growth.engine.checkpoint import CheckpointClock, save_checkpoint
+from growth.engine.context import RunContext
 from growth.engine.env import rng_state, set_rng_state
-from growth.engine.optim import add_params, build_optimizer, restore_group_order
+from growth.engine.optim import add_params, build_optimizer, replace_params, restore_group_order
 from growth.engine.schedule import Schedule
 from growth.errors import Interrupted, TrainingDiverged
 from growth.measure import count_params, forward_macs, train_step_macs
@@ -52,6 +53,7 @@ class Trainer:
         self.probe = next(iter(data.val))[0][:int(trainer_cfg.get("probe_batch", 32))]
         self.train_model = None
         self.compile = bool(trainer_cfg.get("compile", False))
+        self.ctx = RunContext(self)  # what the method's hooks see of this run
         self.rewrap()
 
     def rewrap(self) -> None:
@@ -114,6 +116,13 @@ class Trainer:
     def last_val_acc(self, value) -> None:
         self.counters["last_val_acc"] = value
 
+    @property
+    def val_history(self) -> list:
+        """Val acc of every finished epoch (in the counters; older checkpoints: from the metrics rows)."""
+        if "val_history" not in self.counters:
+            self.counters["val_history"] = [r["val_acc"] for r in self.record.metrics()][:self.epoch]
+        return self.counters["val_history"]
+
     # ---- state --------------------------------------------------------------------------------
     def save(self, in_epoch: dict | None = None) -> None:
         """The checkpoint: at an epoch's end, or inside one (`in_epoch`: where, and the epoch's sums)."""
@@ -143,7 +152,7 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _to_device(self, x, y):
+    def to_device(self, x, y):
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -194,9 +203,9 @@ class Trainer:
                 raise Interrupted(f"{self.stop_requested or 'a signal on another rank'} at epoch {epoch}, step "
                                   f"{self.step} (batch {state['batch']} of {len(self.data.train)}); "
                                   f"checkpoint saved at this step")
-            x, y = self._to_device(x, y)
+            x, y = self.to_device(x, y)
             with self._autocast():
-                loss, logits = self.method.loss(self.train_model, x, y, self)
+                loss, logits = self.method.loss(self.train_model, x, y, self.ctx)
             # One host sync per step buys a failure that names its step; cheap at our scales.
             # Distributed, every rank must stop together (else the others wait in all-reduce).
             bad = dist.all_sum(self.dist, (~torch.isfinite(loss.detach())).float())[0]
@@ -228,7 +237,7 @@ class Trainer:
         model.eval()
         loss_sum, correct, n = 0.0, 0, 0
         for x, y in loader:
-            x, y = self._to_device(x, y)
+            x, y = self.to_device(x, y)
             with self._autocast():
                 logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
@@ -271,17 +280,41 @@ class Trainer:
                  "lr %.2e | %.1fs", epoch, self.epochs, row["phase"], row["arch"], f"{row['params']:,}",
                  row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], lr, dt)
         self.epoch, c["last_val_acc"] = epoch, va["acc"]
-        events = self.method.on_epoch_end(self, epoch)
-        for event in events:
-            self.record.add_event(event)
-            log.info("event %s at epoch %d: %s %s -> %s, params %s -> %s", event["kind"], epoch,
-                     event["where"], event["arch_before"], event["arch_after"],
-                     f"{event['params_before']:,}", f"{event['params_after']:,}")
+        self.val_history.append(va["acc"])
+        self.call_hook(self.method.on_epoch_end, epoch)
+        self.save()
+
+    def call_hook(self, hook, *args):
+        """Run a method hook, then do what it asked for: count the training batches it used, write its
+        events, move optimizer state to replaced tensors, register new ones, re-wrap DDP."""
+        out = hook(self.ctx, *args)
+        if isinstance(out, list):
+            raise TypeError(f"{type(self.method).__name__}.{hook.__name__} returned events: hooks emit them "
+                            "with ctx.emit(Event(...)) (docs/adding_a_method.md)")
+        self.ctx.settle()
+        changed = self.write_events()
+        replaced = self.ctx.take_replaced()
+        if replaced:
+            replace_params(self.optimizer, replaced)
         # New parameters (growth) join their optimizer group; old ones keep their state.
         add_params(self.optimizer, self.model.named_parameters(), self.optim_cfg)
         if self.channels_last:  # new modules arrive in the default layout
             self.model.to(memory_format=torch.channels_last)
-        if events:
-            dist.check_same(self.dist, f"the arch after epoch {epoch}", self.model.arch_string())
+        if changed or replaced:
+            dist.check_same(self.dist, f"the arch after epoch {self.epoch}", self.model.arch_string())
             self.rewrap()  # DDP broadcasts rank 0's new parameters; compile traces the new graph
-        self.save()
+        return out
+
+    def write_events(self) -> bool:
+        events = self.ctx.take_events()
+        for event in events:
+            row = event.row()
+            self.record.add_event(row)
+            log.info("event %s at epoch %d: %s %s -> %s, params %s -> %s", row["kind"], row["epoch"],
+                     row["where"], row["arch_before"], row["arch_after"], _count(row["params_before"]),
+                     _count(row["params_after"]))
+        return bool(events)
+
+
+def _count(n) -> str:
+    return "-" if n is None else f"{n:,}"

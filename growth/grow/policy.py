@@ -54,10 +54,16 @@ def unit_saliency(unit: RepUnit, faithful: bool) -> float:
     return sum(per_branch) / len(per_branch)
 
 
-def rank_units(model, ratio: float, faithful: bool) -> list[tuple[str, RepUnit, float]]:
-    """Top int(ratio * #RepUnits) units by saliency, stable for ties (module order)."""
+def units_to_grow(ratio: float, n_units: int, at_least_one: bool) -> int:
+    """int(ratio x units): the original's count, 0 for small nets; `at_least_one` (fixed) makes it >= 1."""
+    n = int(ratio * n_units)
+    return max(n, min(1, n_units)) if at_least_one else n
+
+
+def rank_units(model, ratio: float, faithful: bool, at_least_one: bool = False) -> list[tuple[str, RepUnit, float]]:
+    """The units_to_grow(...) most salient RepUnits, stable for ties (module order)."""
     units = [(name, m) for name, m in model.named_modules() if isinstance(m, RepUnit)]
-    n = int(ratio * len(units))
+    n = units_to_grow(ratio, len(units), at_least_one)
     scored = [(name, m, unit_saliency(m, faithful)) for name, m in units]
     return sorted(scored, key=lambda t: -t[2])[:n]
 

@@ -11,6 +11,7 @@ reproduces it and `fixed` (default) does what was meant. Each switch can also be
 | zero_init         | every new tensor 0 (new block is dead)           | last BN gamma = beta = 0 (learns)      |
 | schedule          | the original's parity rules (growth/grow/modes)  | the mode name read literally           |
 | threshold         | dead code: grows every interval                  | grows when val acc stops improving     |
+| min_units         | int(width_ratio x units) units, maybe 0          | at least 1 unit per width event        |
 """
 import logging
 import random
@@ -19,16 +20,16 @@ import torch
 
 from growth.arch import parse_arch
 from growth.blocks import RepUnit
-from growth.engine import dist
 from growth.errors import ConfigError
 from growth.grow.init import initialize, normalize
 from growth.grow.modes import check_mode, growth_kind
-from growth.grow.policy import choose_stage, rank_units, sample_kernel
+from growth.grow.policy import choose_stage, rank_units, sample_kernel, units_to_grow
+from growth.engine.event import Event
 from growth.measure import count_params
 from growth.methods.base import Method, choice
 
 log = logging.getLogger("growth")
-SWITCHES = ("saliency", "transfer_buffers", "zero_init", "schedule", "threshold", "local_neighbour")
+SWITCHES = ("saliency", "transfer_buffers", "zero_init", "schedule", "threshold", "local_neighbour", "min_units")
 
 
 class AdaGrow(Method):
@@ -71,8 +72,8 @@ class AdaGrow(Method):
         return {"variant": self.variant, **self.switches}
 
     # ---- setup: check the model can grow as asked, before any training ----------------------------
-    def setup(self, trainer) -> None:
-        model = trainer.model
+    def setup(self, ctx) -> None:
+        model = ctx.model
         if not hasattr(model, "grow_depth"):
             from growth.models import growable_families
             raise ConfigError("model", getattr(model, "family", type(model).__name__),
@@ -118,30 +119,31 @@ class AdaGrow(Method):
     def _heads_full(self, model) -> bool:
         return self.max_heads is None or model.heads >= self.max_heads
 
-    def _stop_reason(self, trainer):
-        if self._depth_full(trainer.model) and self._heads_full(trainer.model):
+    def _stop_reason(self, ctx):
+        if self._depth_full(ctx.model) and self._heads_full(ctx.model):
             return f"reached max arch {self.max_arch_text}"
-        if self.max_params is not None and trainer.sizes()["deploy_params"] >= float(self.max_params):
+        if self.max_params is not None and ctx.sizes()["deploy_params"] >= float(self.max_params):
             return f"deployed params reached grow.max_params={self.max_params}"
         if self.max_events is not None and self.events >= int(self.max_events):
             return f"made grow.max_events={self.max_events} growth events"
         return None
 
-    def on_epoch_end(self, trainer, epoch: int) -> list[dict]:
-        self.val_history.append(trainer.last_val_acc)
-        if epoch >= trainer.epochs or self.stopped or not self._due(epoch):
-            return []
-        self.stopped = self._stop_reason(trainer)
+    def on_epoch_end(self, ctx, epoch: int) -> None:
+        self.val_history.append(ctx.last_val_acc)
+        if epoch >= ctx.epochs or self.stopped or not self._due(epoch):
+            return
+        self.stopped = self._stop_reason(ctx)
         if self.stopped:
             log.info("growth stopped: %s", self.stopped)
-            return []
-        kind = self._kind_for(trainer.model, growth_kind(self.mode, self.events, self.faithful("schedule")))
-        event = self.grow(trainer, kind, epoch)
+            return
+        kind = self._kind_for(ctx.model, growth_kind(self.mode, self.events, self.faithful("schedule")))
+        event = self.grow(ctx, kind)
         self.events += 1
         self.last_growth_epoch = epoch
-        self.trajectory.append({k: event[k] for k in ("epoch", "kind", "where", "arch_after", "params_after",
-                                                      "deploy_params_after")})
-        return [event]
+        self.trajectory.append({"epoch": epoch, "kind": event.kind, "where": event.where,
+                                "arch_after": event.arch_after, "params_after": event.params_after,
+                                "deploy_params_after": event.details["deploy_params_after"]})
+        ctx.emit(event)
 
     # ---- what and how ---------------------------------------------------------------------------
     def _kind_for(self, model, kind: str) -> str:
@@ -153,22 +155,21 @@ class AdaGrow(Method):
             return "depth" if self._heads_full(model) else "heads"
         return "heads" if self._depth_full(model) else "depth"
 
-    def grow(self, trainer, kind: str, epoch: int) -> dict:
-        model = trainer.model
+    def grow(self, ctx, kind: str) -> Event:
+        model = ctx.model
         before = {"arch": model.arch_string(), "params": count_params(model),
-                  "deploy": trainer.sizes()["deploy_params"], "branches": _branches(model),
-                  "out": trainer.probe_output()}
-        detail = {"depth": self.grow_depth, "width": self.grow_width, "heads": self.grow_heads}[kind](trainer)
+                  "deploy": ctx.sizes()["deploy_params"], "branches": _branches(model),
+                  "out": ctx.probe_output()}
+        detail = {"depth": self.grow_depth, "width": self.grow_width, "heads": self.grow_heads}[kind](ctx)
         new_params = detail.pop("new_params")
-        if self.init_name == "adam":
-            self._adam_fit(trainer, new_params)
-        change = (trainer.probe_output() - before["out"]).abs().max().item()
-        return {"epoch": epoch, "step": trainer.step, "kind": f"grow_{kind}", "where": detail.pop("where"),
-                "arch_before": before["arch"], "arch_after": model.arch_string(),
-                "params_before": before["params"], "params_after": count_params(model),
-                "deploy_params_before": before["deploy"], "deploy_params_after": trainer.sizes()["deploy_params"],
-                "branches_before": before["branches"], "branches_after": _branches(model),
-                "max_abs_output_change": change, "initializer": self.init_name, **detail}
+        if self.init_name == "adam" and new_params:
+            self._adam_fit(ctx, new_params)
+        change = (ctx.probe_output() - before["out"]).abs().max().item()
+        return Event(f"grow_{kind}", detail.pop("where"), before["arch"], model.arch_string(), before["params"],
+                     count_params(model), change, {
+                         "deploy_params_before": before["deploy"], "deploy_params_after": ctx.sizes()["deploy_params"],
+                         "branches_before": before["branches"], "branches_after": _branches(model),
+                         "initializer": self.init_name, **detail})
 
     def choose_stage(self, model):
         return choose_stage(model, self.max_arch, self.last_stage, self.faithful("saliency"))
@@ -182,8 +183,8 @@ class AdaGrow(Method):
         scores = dict(enumerate(model.layer_saliency()))
         return (max(scores, key=scores.get) + 1 if scores else 0), scores
 
-    def grow_layer(self, trainer) -> dict:
-        model = trainer.model
+    def grow_layer(self, ctx) -> dict:
+        model = ctx.model
         position, scores = self.insert_position(model)
         old_params = list(model.parameters())
         local = list(model.blocks[-1].parameters()) if model.depth else None
@@ -192,18 +193,18 @@ class AdaGrow(Method):
         at = model.depth - 1 if position is None else position
         return {"where": f"layer {at}", "position": at, "saliency": scores, "new_params": list(block.parameters())}
 
-    def grow_heads(self, trainer) -> dict:
-        model = trainer.model
+    def grow_heads(self, ctx) -> dict:
+        model = ctx.model
         old_params = list(model.parameters())
         groups = model.grow_heads(1)
         for block, group in zip(model.blocks, groups):
             self._init_new(group, old_params, list(block.attn.parameters()))
         return {"where": f"{len(groups)} layer(s)", "new_params": [p for g in groups for p in g.parameters()]}
 
-    def grow_depth(self, trainer) -> dict:
-        model = trainer.model
+    def grow_depth(self, ctx) -> dict:
+        model = ctx.model
         if hasattr(model, "grow_heads"):
-            return self.grow_layer(trainer)
+            return self.grow_layer(ctx)
         stage, scores = self.choose_stage(model)
         old_params, local = list(model.parameters()), self._local_block(list(model.stages[stage]))
         block = model.grow_depth(stage)
@@ -227,11 +228,15 @@ class AdaGrow(Method):
         initialize(module, self.init_name, self.meta, faithful_zero=self.faithful("zero_init"),
                    reference=reference)
 
-    def choose_units(self, model):
-        return rank_units(model, self.ratio, self.faithful("saliency"))
+    def units_per_event(self, n_units: int) -> int:
+        """int(width_ratio x units); fixed: at least 1 (0 would make an event that grows nothing)."""
+        return units_to_grow(self.ratio, n_units, not self.faithful("min_units"))
 
-    def grow_width(self, trainer) -> dict:
-        model = trainer.model
+    def choose_units(self, model):
+        return rank_units(model, self.ratio, self.faithful("saliency"), not self.faithful("min_units"))
+
+    def grow_width(self, ctx) -> dict:
+        model = ctx.model
         chosen, new_params, where, kernels = self.choose_units(model), [], [], []
         old_params = list(model.parameters())  # fit to the net before this event, as the original does
         for name, unit, _score in chosen:
@@ -245,36 +250,26 @@ class AdaGrow(Method):
         return {"where": where, "kernels": kernels, "saliency": {n: s for n, _, s in chosen},
                 "new_params": new_params}
 
-    def _adam_fit(self, trainer, params) -> None:
+    def _adam_fit(self, ctx, params) -> None:
         """The original's `adam` initializer: train only the new parameters with Adam for a few epochs.
-        Its cost is real training compute, so it is added to train_macs_cum."""
+        Its batches come from ctx.train_batches, so their cost counts as training compute."""
         epochs = int(self.init_cfg.get("epochs", 2))
         opt = torch.optim.Adam(params, lr=float(self.init_cfg.get("lr", 1e-3)),
                                weight_decay=float(self.init_cfg.get("weight_decay", 5e-4)))
-        loader = trainer.data.train
-        trainer.rewrap()  # distributed: DDP around the grown model, so the ranks fit on all shards together
-        model = trainer.train_model
+        model = ctx.train_module()  # distributed: DDP around the grown model, the ranks fit together
         model.train()
-        seen = 0
         for e in range(epochs):
-            loader.set_epoch(1_000_000 + 100 * self.events + e)  # its own batch order, reproducible
-            for x, y in loader:
-                x, y = trainer._to_device(x, y)
-                loss, _ = self.loss(model, x, y, trainer)
+            for x, y in ctx.train_batches(1_000_000 + 100 * self.events + e):  # its own batch order
+                loss, _ = self.loss(model, x, y, ctx)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                seen += len(y)
-        for p in trainer.model.parameters():
+        for p in ctx.model.parameters():
             p.grad = None
-        dist.sync_buffers(trainer.model, trainer.dist)  # BN statistics of rank 0, as after an epoch
-        # every rank trained on its shard: the cost is the sum over ranks, as for a training epoch
-        seen = dist.sum_count(trainer.dist, seen, trainer.device)
-        trainer.counters["train_macs_cum"] += seen * trainer.sizes()["train_macs_per_sample"]
-        trainer.counters["samples_seen"] += seen
+        ctx.sync_buffers()  # BN statistics of rank 0, as after an epoch
 
     # ---- record and resume ----------------------------------------------------------------------
-    def summary_extras(self, trainer) -> dict:
+    def summary_extras(self, ctx) -> dict:
         return {"growth_events": self.events, "growth_stopped": self.stopped, "trajectory": self.trajectory,
                 "grow_mode": self.mode, "initializer": self.init_name}
 

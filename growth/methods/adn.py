@@ -19,8 +19,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from growth.engine import dist
-from growth.engine.io import atomic_torch_save
+from growth.engine.event import Event
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs, latency_ms, train_step_macs
 from growth.methods.base import Method, choice
@@ -51,13 +50,6 @@ def parse_skip(value, n: int, key: str) -> tuple[bool, ...]:
         return tuple(value)
     raise ConfigError(key, value, f"'super', 'base', {n} letters T/F (e.g. {'T' + 'F' * (n - 1)}) or a list "
                                   f"of {n} booleans: one per skippable stage of this model")
-
-
-def _global_count(trainer, n: int) -> int:
-    """Samples of this step over all ranks: every rank's batch had a base-net pass, and the trainer counts
-    the super-net's samples summed over ranks too. One process: n itself (no device sync)."""
-    info = getattr(trainer, "dist", dist.DistInfo())  # (a test's stand-in trainer may have none)
-    return dist.sum_count(info, n, getattr(trainer, "device", None))
 
 
 def _unwrap(model):
@@ -92,11 +84,11 @@ class ADN(Method):
         return {"variant": self.variant, "topk": self.topk_rule}
 
     # ---- setup: everything checked before the first step -----------------------------------------
-    def setup(self, trainer) -> None:
-        model = trainer.model
+    def setup(self, ctx) -> None:
+        model = ctx.model
         self.prepare(model)
         model.set_skip(self.base)  # the base-net's training step costs MACs too (counted per sample)
-        self.base_step_macs = train_step_macs(model, trainer.probe.to(trainer.device))
+        self.base_step_macs = train_step_macs(model, ctx.probe)
         model.set_skip(self.super)
 
     def prepare(self, model) -> None:
@@ -139,18 +131,19 @@ class ADN(Method):
         return [parse_skip(self.export_spec, n, "method.export")]
 
     # ---- one step: super-net and base-net ---------------------------------------------------------
-    def loss(self, model, x, y, trainer):
+    def loss(self, model, x, y, ctx):
         net = _unwrap(model)
         net.set_skip(self.super)
         z_super = model(x)
-        label_loss = F.cross_entropy(z_super, y, label_smoothing=trainer.label_smoothing)
+        label_loss = F.cross_entropy(z_super, y, label_smoothing=ctx.label_smoothing)
         net.set_skip(self.base)
         try:
             z_base = model(x)
         finally:
             net.set_skip(self.super)  # the rest of the engine (eval, sizes, deploy) sees the super-net
         distill = topk_distill(z_super.detach(), z_base, self.k, self.temperature)
-        trainer.counters["train_macs_cum"] += _global_count(trainer, len(y)) * self.base_step_macs
+        # every rank's batch had a base-net pass too: its MACs count as training compute
+        ctx.add_train_macs(len(y), self.base_step_macs)
         return self.alpha * label_loss + (1 - self.alpha) * distill, z_super
 
     # ---- sub-networks -----------------------------------------------------------------------------
@@ -161,31 +154,30 @@ class ADN(Method):
             self._sub[cfg] = {"arch": plain.arch_string(), "params": count_params(plain)}
         return self._sub[cfg]
 
-    def on_epoch_end(self, trainer, epoch: int) -> list[dict]:
+    def on_epoch_end(self, ctx, epoch: int) -> None:
         """As the original: evaluate the base-net too after each epoch (the super-net is the val row)."""
         if not self.epoch_eval:
-            return []
-        model = trainer.model
-        out_super = trainer.probe_output()
+            return
+        model = ctx.model
+        out_super = ctx.probe_output()
         model.set_skip(self.base)
         try:
-            val = trainer.evaluate(trainer.data.val)
-            change = (trainer.probe_output() - out_super).abs().max().item()
+            val = ctx.evaluate("val")
+            change = (ctx.probe_output() - out_super).abs().max().item()
         finally:
             model.set_skip(self.super)
-        self.history.append({"epoch": epoch, "val_acc_super": trainer.last_val_acc, "val_acc_base": val["acc"]})
+        self.history.append({"epoch": epoch, "val_acc_super": ctx.last_val_acc, "val_acc_base": val["acc"]})
         sup, base = self.sub(model, self.super), self.sub(model, self.base)
-        return [{"epoch": epoch, "step": trainer.step, "kind": "skip_eval", "where": config_name(self.base),
-                 "arch_before": sup["arch"], "arch_after": base["arch"], "params_before": sup["params"],
-                 "params_after": base["params"], "max_abs_output_change": change,
-                 "val_acc_super": trainer.last_val_acc, "val_acc_base": val["acc"], "val_loss_base": val["loss"]}]
+        ctx.emit(Event("skip_eval", config_name(self.base), sup["arch"], base["arch"], sup["params"], base["params"],
+                       change, {"val_acc_super": ctx.last_val_acc, "val_acc_base": val["acc"],
+                                "val_loss_base": val["loss"]}))
 
     # ---- after training: every config, and the export ---------------------------------------------
-    def finish(self, trainer, record) -> dict:
-        model = trainer.model
+    def finish(self, ctx) -> dict:
+        model = ctx.model
         try:
-            rows = [self.evaluate_config(trainer, cfg) for cfg in self.configs]
-            exports = [self.export(trainer, record, cfg) for cfg in self.exports]
+            rows = [self.evaluate_config(ctx, cfg) for cfg in self.configs]
+            exports = [self.export(ctx, cfg) for cfg in self.exports]
         finally:
             model.set_skip(self.super)
         for r in rows:
@@ -197,16 +189,16 @@ class ADN(Method):
                 "adn_super_test_acc": by_name.get(config_name(self.super), {}).get("test_acc"),
                 "adn_base_test_acc": by_name.get(config_name(self.base), {}).get("test_acc")}
 
-    def evaluate_config(self, trainer, cfg) -> dict:
-        model = trainer.model
+    def evaluate_config(self, ctx, cfg) -> dict:
+        model = ctx.model
         model.set_skip(cfg)
-        val, test = trainer.evaluate(trainer.data.val), trainer.evaluate(trainer.data.test)
-        out = trainer.probe_output()
+        val, test = ctx.evaluate("val"), ctx.evaluate("test")
+        out = ctx.probe_output()
         with torch.random.fork_rng(devices=[]):  # measuring must not move the RNG
             plain = model.export_plain(cfg)
             deployed = plain.deploy()
-            probe = trainer.probe.to(trainer.device)
-            diff = (trainer.probe_output(deployed) - out).abs().max().item()
+            probe = ctx.probe
+            diff = (ctx.probe_output(deployed) - out).abs().max().item()
             shape = tuple(probe.shape[1:])
             return {"skip": config_name(cfg), "flags": list(cfg), "skipped_stages": sum(cfg),
                     "arch": plain.arch_string(), "val_acc": val["acc"], "test_acc": test["acc"],
@@ -216,17 +208,16 @@ class ADN(Method):
                     "latency_ms": min(latency_ms(deployed, shape, batch=self.latency_batch) for _ in range(3)),
                     "latency_batch": self.latency_batch, "export_max_abs_diff": diff}
 
-    def export(self, trainer, record, cfg) -> dict:
+    def export(self, ctx, cfg) -> dict:
         """checkpoints/adn_<cfg>.pt: the plain sub-network as spec + state, no pickled module; a deploy
         file: growth.models.saved.from_file rebuilds its fused form (with "deployed" False, the plain one)."""
-        plain = trainer.model.export_plain(cfg)
-        path = record.dir / "checkpoints" / f"adn_{config_name(cfg)}.pt"
-        if record.write:  # distributed: only the main rank writes
-            atomic_torch_save(path, {"skip": config_name(cfg), **to_file(plain, deployed=True)})
-        return {"skip": config_name(cfg), "arch": plain.arch_string(), "path": str(path)}
+        plain = ctx.model.export_plain(cfg)
+        name = f"adn_{config_name(cfg)}.pt"
+        ctx.save(name, {"skip": config_name(cfg), **to_file(plain, deployed=True)})  # main rank only
+        return {"skip": config_name(cfg), "arch": plain.arch_string(), "path": str(ctx.checkpoint_path(name))}
 
     # ---- record and resume ------------------------------------------------------------------------
-    def summary_extras(self, trainer) -> dict:
+    def summary_extras(self, ctx) -> dict:
         return {"adn": {"alpha": self.alpha, "temperature": self.temperature, "top_k": self.top_k,
                         "k": getattr(self, "k", None), "skip_flags": len(getattr(self, "super", ())),
                         "history": self.history}}

@@ -1,11 +1,13 @@
-"""The method interface the trainer calls. Methods are small: shared logic lives in grow/, blocks/, engine/.
+"""The method interface the engine calls. Methods are small: shared logic lives in grow/, blocks/, engine/.
 
-A method never touches the optimizer itself: when it grows the model it returns event rows, and the
-engine registers new parameters and carries everything else across; at a phase switch it asks the
-trainer for a new model or schedule (`trainer.replace_model`, `trainer.restart_schedule`).
+Every hook gets the run context (growth/engine/context.py), never the trainer. A method never touches
+the optimizer: it grows the model (`ctx.grow(site, how)`, or in place) and emits events
+(`ctx.emit(Event(...))`); the engine then moves optimizer state to replaced tensors, registers new ones,
+re-wraps DDP and checkpoints. A phase switch asks for a new model (`ctx.swap_model`).
 """
 import torch.nn.functional as F
 
+from growth.engine.event import Event
 from growth.errors import ConfigError
 from growth.measure import count_params
 
@@ -19,16 +21,13 @@ def choice(value, key: str, allowed=VARIANTS):
     return value
 
 
-def record_first_phase(trainer, where: str) -> None:
+def record_first_phase(ctx, where: str) -> None:
     """A phased method's first phase_start event (epoch 0), written once: a run restarted before its
     first checkpoint already has it."""
-    record = trainer.record
-    if not record.write or any(e["kind"] == "phase_start" for e in record.events()):
+    if not ctx.writes or any(e["kind"] == "phase_start" for e in ctx.events()):
         return
-    n = count_params(trainer.model)
-    record.add_event({"epoch": 0, "step": 0, "kind": "phase_start", "where": where, "arch_before": None,
-                      "arch_after": trainer.model.arch_string(), "params_before": n, "params_after": n,
-                      "max_abs_output_change": None})
+    n = count_params(ctx.model)
+    ctx.emit(Event("phase_start", where, None, ctx.model.arch_string(), n, n, epoch=0, step=0))
 
 
 class Method:
@@ -42,8 +41,9 @@ class Method:
         """faithful/fixed switches in force, recorded in summary.json."""
         return {}
 
-    def setup(self, trainer) -> None:
-        """Called once the model, data and optimizer exist (and after a resume)."""
+    def setup(self, ctx) -> None:
+        """Called once the model, data and optimizer exist (and after a resume). Raise ConfigError here
+        for a setting that does not fit the model: one line, before training."""
 
     def total_epochs(self, epochs: int) -> int:
         """How many epochs the run trains, from trainer.epochs (a phased method may add its phases)."""
@@ -52,23 +52,21 @@ class Method:
     def phase(self, epoch: int) -> str:
         return "train"
 
-    def loss(self, model, x, y, trainer):
-        """Returns (loss, logits) for one training batch."""
+    def loss(self, model, x, y, ctx):
+        """Returns (loss, logits) for one training batch; `model` is what to call (DDP when distributed)."""
         logits = model(x)
-        return F.cross_entropy(logits, y, label_smoothing=trainer.label_smoothing), logits
+        return F.cross_entropy(logits, y, label_smoothing=ctx.label_smoothing), logits
 
-    def on_epoch_end(self, trainer, epoch: int) -> list[dict]:
-        """Structural changes after an epoch, as event rows (see growth/engine/record.py)."""
-        return []
+    def on_epoch_end(self, ctx, epoch: int) -> None:
+        """Structural changes after an epoch; each one is reported with ctx.emit(Event(...))."""
 
-    def summary_extras(self, trainer) -> dict:
+    def summary_extras(self, ctx) -> dict:
         """Keys added to summary.json for every run, finished or not."""
         return {}
 
-    def finish(self, trainer, record) -> dict:
+    def finish(self, ctx) -> dict:
         """After a completed run's test and deploy: extra evaluations or exports; keys join summary.json.
-        A `report` key (a list of short lines) is printed at the end of run.py's output.
-        To train another model in a later phase, call `trainer.replace_model(model)` from on_epoch_end."""
+        A `report` key (a list of short lines) is printed at the end of run.py's output."""
         return {}
 
     def state_dict(self) -> dict:

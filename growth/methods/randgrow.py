@@ -51,7 +51,7 @@ class RandGrow(AdaGrow):
 
     def choose_units(self, model):
         units = [(name, m) for name, m in model.named_modules() if isinstance(m, RepUnit)]
-        n = int(self.ratio * len(units))
+        n = self.units_per_event(len(units))
         if self.where == "random":
             picked = sorted(self.rng.sample(range(len(units)), n))
         else:

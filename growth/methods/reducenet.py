@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from growth.blocks.reducenet import init_lora_from_branch1, lambda_at
+from growth.engine.event import Event
 from growth.errors import ConfigError
 from growth.measure import compare_latency, count_params
 from growth.methods.base import Method, choice, record_first_phase
@@ -81,41 +82,39 @@ class ReduceNetMethod(Method):
         return self.teacher_epochs + self.student_epochs
 
     # ---- setup --------------------------------------------------------------------------------
-    def setup(self, trainer) -> None:
-        if getattr(trainer.model, "family", None) != "reducenet":
-            raise ConfigError("model", getattr(trainer.model, "family", type(trainer.model).__name__),
+    def setup(self, ctx) -> None:
+        if getattr(ctx.model, "family", None) != "reducenet":
+            raise ConfigError("model", getattr(ctx.model, "family", type(ctx.model).__name__),
                               "method=reducenet needs model=reducenet")
-        spe = trainer.steps_per_epoch
-        if trainer.step == 0 and not trainer.model_replaced:
+        if ctx.fresh:
             # a fresh run: the teacher's cosine spans its own phase (the student's starts at the switch)
-            trainer.restart_schedule(self.teacher_epochs * spe)
-            record_first_phase(trainer, "teacher")
+            ctx.restart_schedule(self.teacher_epochs * ctx.steps_per_epoch)
+            record_first_phase(ctx, "teacher")
         if self.teacher is not None:
-            self.teacher.to(trainer.device)
+            self.teacher.to(ctx.device)
 
     def phase(self, epoch: int) -> str:
         return "teacher" if epoch <= self.teacher_epochs else "student"
 
     # ---- training -----------------------------------------------------------------------------
-    def loss(self, model, x, y, trainer):
+    def loss(self, model, x, y, ctx):
         if not self.switched:
-            if trainer.model.act == "lambda":  # per iteration; reaches identity on the phase's last step
-                total = self.teacher_epochs * trainer.steps_per_epoch
-                trainer.model.set_lambda(lambda_at((trainer.step + 1) / total))
+            if ctx.model.act == "lambda":  # per iteration; reaches identity on the phase's last step
+                total = self.teacher_epochs * ctx.steps_per_epoch
+                ctx.model.set_lambda(lambda_at((ctx.step + 1) / total))
             logits = model(x)
-            return F.cross_entropy(logits, y, label_smoothing=trainer.label_smoothing), logits
+            return F.cross_entropy(logits, y, label_smoothing=ctx.label_smoothing), logits
         logits = model(x)
         teacher = None
         if self.alpha > 0:
             with torch.no_grad():
                 teacher = self.teacher(x)
         return kd_loss(logits, teacher, y, self.alpha, self.temperature, self.kd_reduction == "faithful",
-                       trainer.label_smoothing), logits
+                       ctx.label_smoothing), logits
 
-    def on_epoch_end(self, trainer, epoch: int) -> list[dict]:
-        if self.switched or epoch != self.teacher_epochs:
-            return []
-        return self._switch(trainer, epoch)
+    def on_epoch_end(self, ctx, epoch: int) -> None:
+        if not self.switched and epoch == self.teacher_epochs:
+            self._switch(ctx)
 
     # ---- the switch ---------------------------------------------------------------------------
     def _student(self, teacher):
@@ -135,48 +134,44 @@ class ReduceNetMethod(Method):
                 torch.nn.init.zeros_(s.lora.b.bn.weight)
         return student
 
-    def _switch(self, trainer, epoch: int) -> list[dict]:
-        teacher = trainer.model
+    def _switch(self, ctx) -> None:
+        teacher = ctx.model
         if teacher.act == "lambda":
             teacher.set_lambda(0.0)  # the end of its schedule (the last step already used 0)
-        before = trainer.probe_output(teacher)
-        sizes = trainer.sizes()  # the teacher's, measured (and cached) at its epochs' ends
-        self.teacher_info = {"teacher_val_acc": trainer.last_val_acc, "teacher_params": sizes["params"],
+        before = ctx.probe_output(teacher)
+        sizes = ctx.sizes()  # the teacher's, measured (and cached) at its epochs' ends
+        self.teacher_info = {"teacher_val_acc": ctx.last_val_acc, "teacher_params": sizes["params"],
                              "teacher_deploy_params": sizes["deploy_params"], "teacher_macs": sizes["macs"]}
         student = self._student(teacher)
-        change = (trainer.probe_output(student) - before).abs().max().item()
+        change = (ctx.probe_output(student) - before).abs().max().item()
         self.teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
         self.switched = True
-        trainer.replace_model(student, restart_schedule=True)
+        ctx.swap_model(student, restart_schedule=True)
         log.info("reducenet: teacher %s (val acc %.4f) -> student %s; max |change| on probe %.3g",
-                 teacher.arch_string(), trainer.last_val_acc, student.arch_string(), change)
-        row = {"epoch": epoch, "step": trainer.step, "arch_before": teacher.arch_string(),
-               "arch_after": student.arch_string(), "params_before": self.teacher_info["teacher_params"],
-               "params_after": count_params(student)}
-        return [{**row, "kind": "switch", "where": "branch1: scaler 1 -> 0", "max_abs_output_change": change},
-                {**row, "kind": "phase_start", "where": "student", "max_abs_output_change": None}]
+                 teacher.arch_string(), ctx.last_val_acc, student.arch_string(), change)
+        row = (teacher.arch_string(), student.arch_string(), self.teacher_info["teacher_params"], count_params(student))
+        ctx.emit(Event("switch", "branch1: scaler 1 -> 0", *row, change))
+        ctx.emit(Event("phase_start", "student", *row))
 
     # ---- results ------------------------------------------------------------------------------
-    def summary_extras(self, trainer) -> dict:
+    def summary_extras(self, ctx) -> dict:
         return {"reducenet_phase": "student" if self.switched else "teacher",
                 "teacher_epochs": self.teacher_epochs, "student_epochs": self.student_epochs,
                 "kd_alpha": self.alpha, "kd_temperature": self.temperature, **self.teacher_info}
 
-    def finish(self, trainer, record) -> dict:
+    def finish(self, ctx) -> dict:
         if not self.switched:
             return {}
-        student, deployed, sizes = trainer.model, trainer.model.deploy(), trainer.sizes()
-        change = (trainer.probe_output(deployed) - trainer.probe_output(student)).abs().max().item()
-        record.add_event({"epoch": trainer.epoch, "step": trainer.step, "kind": "fuse", "where": "every block",
-                          "arch_before": student.arch_string(), "arch_after": student.arch_string() + " fused",
-                          "params_before": sizes["params"], "params_after": sizes["deploy_params"],
-                          "max_abs_output_change": change})
-        ms = compare_latency({"unfused": student, "fused": deployed}, tuple(trainer.probe.shape[1:]),
+        student, deployed, sizes = ctx.model, ctx.model.deploy(), ctx.sizes()
+        change = (ctx.probe_output(deployed) - ctx.probe_output(student)).abs().max().item()
+        ctx.emit(Event("fuse", "every block", student.arch_string(), student.arch_string() + " fused",
+                       sizes["params"], sizes["deploy_params"], change))
+        ms = compare_latency({"unfused": student, "fused": deployed}, tuple(ctx.probe.shape[1:]),
                              SPEED_BATCH, SPEED_REPS)
         unfused_ms, fused_ms = ms["unfused"], ms["fused"]
-        out = {"teacher_test_acc": trainer.evaluate(trainer.data.test, self.teacher)["acc"],
-               "student_val_acc": trainer.last_val_acc,
-               "student_test_acc": trainer.evaluate(trainer.data.test, student)["acc"],
+        out = {"teacher_test_acc": ctx.evaluate("test", self.teacher)["acc"],
+               "student_val_acc": ctx.last_val_acc,
+               "student_test_acc": ctx.evaluate("test", student)["acc"],
                "student_params": sizes["params"], "student_deploy_params": sizes["deploy_params"],
                "student_macs": sizes["macs"],
                "unfused_latency_ms": unfused_ms, "fused_latency_ms": fused_ms,

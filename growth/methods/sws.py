@@ -24,7 +24,7 @@ import logging
 import timm
 import torch
 
-from growth.engine.io import atomic_torch_save
+from growth.engine.event import Event
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs
 from growth.methods.base import Method, choice, record_first_phase
@@ -112,52 +112,52 @@ class SWS(Method):
         return self.teacher_epochs + self.aux_epochs if self.stage == "aux" else epochs
 
     # ---- setup --------------------------------------------------------------------------------
-    def setup(self, trainer) -> None:
-        fresh = trainer.step == 0 and not trainer.model_replaced
-        if getattr(trainer.model, "learngene_error", None):  # a fresh run's model needs its learngene file
-            raise trainer.model.learngene_error
+    def setup(self, ctx) -> None:
+        fresh = ctx.fresh
+        if getattr(ctx.model, "learngene_error", None):  # a fresh run's model needs its learngene file
+            raise ctx.model.learngene_error
         if self.stage == "aux":
             if fresh and self.teacher_epochs:
-                self._start_teacher_phase(trainer)
+                self._start_teacher_phase(ctx)
             elif fresh and self.teacher_name:
-                self._freeze_teacher(trainer, self._given_teacher(trainer))
+                self._freeze_teacher(ctx, self._given_teacher(ctx))
             first = "teacher" if self.teacher_epochs else "aux"
-            record_first_phase(trainer, f"{first}: {trainer.model.arch_string()}")
+            record_first_phase(ctx, f"{first}: {ctx.model.arch_string()}")
         elif self.stage == "descendant":
             if self.gene is None:  # neither a readable learngene file nor a checkpoint holding it
                 raise self.gene_error
             if self.gene_error is not None:
                 log.warning("sws: %s; resuming with the learngene stored in the checkpoint", self.gene_error)
-            self._check_fits(trainer.model)
-            self.heads = f"{self.gene['config']['heads']}->{trainer.model.spec_kwargs()['heads']}"
+            self._check_fits(ctx.model)
+            self.heads = f"{self.gene['config']['heads']}->{ctx.model.spec_kwargs()['heads']}"
             if fresh:
-                learngene.init_descendant(trainer.model, self.gene, self.source, self._load_head(trainer))
-            record_first_phase(trainer, f"descendant: {self.gene_path} layers {','.join(map(str, self.source))}")
+                learngene.init_descendant(ctx.model, self.gene, self.source, self._load_head(ctx))
+            record_first_phase(ctx, f"descendant: {self.gene_path} layers {','.join(map(str, self.source))}")
         else:
-            record_first_phase(trainer, "scratch: random init")
+            record_first_phase(ctx, "scratch: random init")
         if self.teacher is not None:
-            self.teacher.to(trainer.device)
+            self.teacher.to(ctx.device)
 
-    def _given_teacher(self, trainer):
+    def _given_teacher(self, ctx):
         if is_path(str(self.teacher_name)):  # kept as read: a deploy.pt teacher is rebuilt from it on resume
             self.teacher_file = load_our_file(self.teacher_name, "method.teacher")
             return from_file(self.teacher_file)
-        return timm_teacher(self.teacher_name, trainer.data.info, self.teacher_weights)
+        return timm_teacher(self.teacher_name, ctx.data_info, self.teacher_weights)
 
-    def _freeze_teacher(self, trainer, teacher) -> None:
-        self.teacher = copy.deepcopy(teacher).to(trainer.device).eval().requires_grad_(False)
+    def _freeze_teacher(self, ctx, teacher) -> None:
+        self.teacher = copy.deepcopy(teacher).to(ctx.device).eval().requires_grad_(False)
         with torch.no_grad():
-            out = self.teacher(trainer.probe[:2].to(trainer.device))
-        if out.shape[-1] != trainer.data.info["num_classes"]:
+            out = self.teacher(ctx.probe[:2])
+        if out.shape[-1] != ctx.data_info["num_classes"]:
             raise ConfigError("method.teacher", self.teacher_name, f"predicts {out.shape[-1]} classes, the data "
-                              f"have {trainer.data.info['num_classes']}")
+                              f"have {ctx.data_info['num_classes']}")
         self.teacher_info.update(teacher_params=count_params(teacher),
-                                 teacher_forward_macs=forward_macs(self.teacher, trainer.probe.to(trainer.device)))
+                                 teacher_forward_macs=forward_macs(self.teacher, ctx.probe))
 
-    def _start_teacher_phase(self, trainer) -> None:
+    def _start_teacher_phase(self, ctx) -> None:
         """Train the timm teacher first; its cosine schedule spans its own epochs."""
-        trainer.replace_model(timm_teacher(self.teacher_name, trainer.data.info, self.teacher_weights))
-        trainer.restart_schedule(self.teacher_epochs * trainer.steps_per_epoch)
+        ctx.swap_model(timm_teacher(self.teacher_name, ctx.data_info, self.teacher_weights))
+        ctx.restart_schedule(self.teacher_epochs * ctx.steps_per_epoch)
 
     def _check_fits(self, model) -> None:
         gene, kw = self.gene["config"], model.spec_kwargs()
@@ -165,10 +165,10 @@ class SWS(Method):
             if gene[key] != kw[key]:
                 raise ConfigError(f"model.{key}", kw[key], f"must equal the learngene's {gene[key]}")
 
-    def _load_head(self, trainer) -> bool:
+    def _load_head(self, ctx) -> bool:
         if self.load_head != "auto":
             return self.load_head
-        data, info = self.gene.get("data", {}), trainer.data.info
+        data, info = self.gene.get("data", {}), ctx.data_info
         return data.get("name") == info["name"] and data.get("num_classes") == info["num_classes"]
 
     def phase(self, epoch: int) -> str:
@@ -177,7 +177,7 @@ class SWS(Method):
         return self.stage
 
     # ---- training -----------------------------------------------------------------------------
-    def loss(self, model, x, y, trainer):
+    def loss(self, model, x, y, ctx):
         logits = model(x)
         distil = self.stage == "aux" and self.teacher is not None and self.alpha > 0
         teacher = None
@@ -185,27 +185,25 @@ class SWS(Method):
             with torch.no_grad():
                 teacher = self.teacher(x)
         return kd_loss(logits, teacher, y, self.alpha if distil else 0.0, self.tau,
-                       self.kd_reduction == "faithful", trainer.label_smoothing), logits
+                       self.kd_reduction == "faithful", ctx.label_smoothing), logits
 
-    def on_epoch_end(self, trainer, epoch: int) -> list[dict]:
+    def on_epoch_end(self, ctx, epoch: int) -> None:
         if self.stage != "aux" or self.switched or not self.teacher_epochs or epoch != self.teacher_epochs:
-            return []
-        teacher = trainer.model
-        self.teacher_info["teacher_val_acc"] = trainer.last_val_acc
-        self._freeze_teacher(trainer, teacher)
-        aux = build_model(self.cfg["model"], trainer.data.info)  # built now: a resume draws the same init
-        trainer.replace_model(aux, restart_schedule=True)
+            return
+        teacher = ctx.model
+        self.teacher_info["teacher_val_acc"] = ctx.last_val_acc
+        self._freeze_teacher(ctx, teacher)
+        aux = build_model(self.cfg["model"], ctx.data_info)  # built now: a resume draws the same init
+        ctx.swap_model(aux, restart_schedule=True)
         self.switched = True
         log.info("sws: teacher %s (val acc %.4f) trained; distilling into %s", teacher.arch_string(),
-                 trainer.last_val_acc, aux.arch_string())
-        return [{"epoch": epoch, "step": trainer.step, "kind": "phase_start", "where": "aux",
-                 "arch_before": teacher.arch_string(), "arch_after": aux.arch_string(),
-                 "params_before": self.teacher_info["teacher_params"], "params_after": count_params(aux),
-                 "max_abs_output_change": None}]
+                 ctx.last_val_acc, aux.arch_string())
+        ctx.emit(Event("phase_start", "aux", teacher.arch_string(), aux.arch_string(),
+                       self.teacher_info["teacher_params"], count_params(aux)))
 
     # ---- results ------------------------------------------------------------------------------
-    def summary_extras(self, trainer) -> dict:
-        out = {"sws_phase": self.stage, "sws_depth": getattr(trainer.model, "depth", None)}
+    def summary_extras(self, ctx) -> dict:
+        out = {"sws_phase": self.stage, "sws_depth": getattr(ctx.model, "depth", None)}
         if self.stage == "aux":
             out.update(teacher=self.teacher_name, teacher_epochs=self.teacher_epochs, kd_alpha=self.alpha,
                        kd_tau=self.tau, **self.teacher_info)
@@ -213,17 +211,16 @@ class SWS(Method):
             out.update(learngene=str(self.gene_path), layers_source=",".join(map(str, self.source)))
         return out
 
-    def finish(self, trainer, record) -> dict:
+    def finish(self, ctx) -> dict:
         if self.stage == "aux":
-            gene, extras = aux_summary(self, trainer, record)
-            if record.write:
-                atomic_torch_save(extras["learngene_path"], gene)
+            gene, extras = aux_summary(self, ctx)
+            ctx.save("learngene.pt", gene)  # main rank only
             log.info("sws: learngene (%s params) written to %s", f"{extras['learngene_params']:,}",
                      extras["learngene_path"])
             extras["report"] = [f"learngene: {extras['learngene_params']:,} params, "
                                 f"{extras['learngene_cost_macs'] / 1e9:.1f} GMACs to make, {extras['learngene_path']}"]
             return extras
-        out = descendant_summary(self, trainer)
+        out = descendant_summary(self, ctx)
         if "storage_ratio" in out:
             out["report"] = [f"descendant: storage {out['storage_ratio']:.2f}x the learngene, training cost "
                              f"with the learngene {out['cost_ratio']:.2f}x a {out['scratch_epochs']}-epoch scratch twin"]

@@ -30,24 +30,24 @@ def family(kwargs: dict, depths: list[int], gene_params: int) -> dict:
     return {"family_depths": list(depths), "family_params": total, "family_storage_ratio": total / gene_params}
 
 
-def aux_summary(method, trainer, record) -> tuple[dict, dict]:
+def aux_summary(method, ctx) -> tuple[dict, dict]:
     """(the learngene file's content, summary keys) for a completed aux run."""
-    c, info = trainer.counters, trainer.data.info
-    teacher_macs, teacher_samples = _teacher_share(record.metrics())
-    aux_macs, aux_samples = c["train_macs_cum"] - teacher_macs, c["samples_seen"] - teacher_samples
+    c, info = ctx.train_cost, ctx.data_info
+    teacher_macs, teacher_samples = _teacher_share(ctx.metrics())
+    aux_macs, aux_samples = c["train_macs"] - teacher_macs, c["samples"] - teacher_samples
     distilled = method.teacher is not None and method.alpha > 0
     kd_macs = method.teacher_info.get("teacher_forward_macs", 0) * aux_samples if distilled else 0
     cost = {"aux_train_macs": aux_macs, "kd_teacher_macs": kd_macs, "learngene_cost_macs": aux_macs + kd_macs,
             "teacher_train_macs": teacher_macs, "aux_epochs": method.aux_epochs}
-    gene = learngene.extract(trainer.model)
+    gene = learngene.extract(ctx.model)
     gene.update(cost=cost, data={"name": info["name"], "num_classes": info["num_classes"]},
-                aux={"val_acc": trainer.last_val_acc, "params": count_params(trainer.model),
+                aux={"val_acc": ctx.last_val_acc, "params": count_params(ctx.model),
                      "variant": method.variant})
     n = learngene.gene_params(gene)
-    extras = {"learngene_path": str((record.dir / "checkpoints" / "learngene.pt").resolve()),
+    extras = {"learngene_path": str(ctx.checkpoint_path("learngene.pt").resolve()),
               "learngene_params": n, "learngene_file_params": learngene.file_params(gene), **cost}
     if method.teacher is not None:
-        extras["teacher_test_acc"] = trainer.evaluate(trainer.data.test, method.teacher)["acc"]
+        extras["teacher_test_acc"] = ctx.evaluate("test", method.teacher)["acc"]
     if method.family_depths:
         g = gene["config"]
         kw = {k: g[k] for k in ("embed_dim", "mlp_ratio", "patch_size", "img_size", "in_chans", "num_classes")}
@@ -55,20 +55,20 @@ def aux_summary(method, trainer, record) -> tuple[dict, dict]:
     return gene, extras
 
 
-def descendant_summary(method, trainer) -> dict:
+def descendant_summary(method, ctx) -> dict:
     """Cost keys for descendant and scratch runs; storage and cost ratios for descendants."""
-    own = trainer.counters["train_macs_cum"]
-    scratch_epochs = int(method.scratch_epochs or trainer.epochs)
-    scratch = own / max(1, trainer.epoch) * scratch_epochs
+    own = ctx.train_cost["train_macs"]
+    scratch_epochs = int(method.scratch_epochs or ctx.epochs)
+    scratch = own / max(1, ctx.epoch) * scratch_epochs
     out = {"descendant_train_macs": own, "scratch_epochs": scratch_epochs, "scratch_train_macs": scratch}
     if method.gene is None:
         return out
     n, pre = learngene.gene_params(method.gene), method.gene["cost"]["learngene_cost_macs"]
-    out.update(learngene_params=n, storage_ratio=count_params(trainer.model) / n, learngene_cost_macs=pre,
+    out.update(learngene_params=n, storage_ratio=count_params(ctx.model) / n, learngene_cost_macs=pre,
                train_macs_with_learngene=pre + own, cost_ratio=(pre + own) / scratch,
                aux_val_acc=method.gene["aux"]["val_acc"])
     if method.family_depths:
-        kw = {k: v for k, v in trainer.model.spec_kwargs().items() if k != "depth"}
+        kw = {k: v for k, v in ctx.model.spec_kwargs().items() if k != "depth"}
         out.update(family(kw, method.family_depths, n))
         out["cost_ratio_amortised"] = (pre / len(method.family_depths) + own) / scratch
     return out
