@@ -1,7 +1,26 @@
-"""Optimizers with two param groups (decay / no decay), and adding parameters after growth.
+"""Optimizers with two param groups (decay / no decay), and optimizer surgery after growth.
 
-Growth adds modules in place, so old parameters keep their identity, their group and their optimizer
-state; new ones join the group of their kind with empty state (the optimizer fills it on first step).
+Growth changes the parameter set in two ways, and the optimizer follows each:
+
+- Added tensors (new blocks, branches, heads): old parameters keep their identity, their group and
+  their state; `add_params` puts each new one in the group of its kind with empty state (the optimizer
+  fills it on its first step).
+- Replaced tensors (Net2Net, GradMax, SplitGrow widen a layer: a larger tensor takes a smaller one's
+  place): `replace_params` puts the new tensor at the old one's position in the old one's group, so
+  lr / weight decay, group names and the saved per-group name lists (`group_param_names`,
+  `restore_group_order`) stay valid. Its state is moved by the rule:
+
+    * every state tensor with the parameter's shape (SGD momentum_buffer; Adam/AdamW exp_avg,
+      exp_avg_sq, max_exp_avg_sq) becomes a zero tensor of the new shape whose "old slice" (the
+      positions `Replaced.index` gives each old entry) holds the old values, bit for bit;
+    * scalar state (Adam's `step`) is kept as it is: same value, dtype and device;
+    * a parameter with no state yet gets none.
+
+  Why: an old entry is the same weight as before and keeps its history (momentum, second moments);
+  a new entry has no history, so its moments start at zero. That is GradMax's slot-copy rule (the
+  optimizer slots of the old variables are copied into the grown ones, the rest are zero). Keeping
+  `step` means the new entries share the old bias correction; at zero moments and zero gradient their
+  Adam update is exactly 0, so only weight decay moves them.
 """
 import torch
 from torch import nn
@@ -51,6 +70,86 @@ def add_params(optimizer: torch.optim.Optimizer, named_params, cfg: dict) -> int
     for new in _groups(fresh, cfg):
         by_name[new["name"]]["params"].extend(new["params"])
     return len(fresh)
+
+
+def replace_params(optimizer: torch.optim.Optimizer, replaced) -> int:
+    """Put each `Replaced` r's new tensor where r.old is (same group, same position) and move its state
+    through r.index (old slice copied, the rest zero, scalars kept). Returns how many were replaced.
+    Everything is checked before anything changes, so a bad list leaves the optimizer as it was."""
+    where = {id(p): (g, i) for g in optimizer.param_groups for i, p in enumerate(g["params"])}
+    _check_replacements(replaced, where)
+    for r in replaced:
+        group, i = where[id(r.old)]
+        group["params"][i] = r.new
+        state = optimizer.state.pop(r.old, None)
+        if state is not None:
+            optimizer.state[r.new] = {k: _grow_state(v, r) for k, v in state.items()}
+    return len(replaced)
+
+
+def _check_replacements(replaced, where: dict) -> None:
+    olds, news = set(), set()
+    for r in replaced:
+        if id(r.old) not in where:
+            raise ValueError(f"replace_params: {r.name}: the old tensor is not in the optimizer")
+        if id(r.new) in where or id(r.new) in news:
+            raise ValueError(f"replace_params: {r.name}: the new tensor is already in the optimizer "
+                             "(call replace_params before add_params) or listed twice")
+        if id(r.old) in olds:
+            raise ValueError(f"replace_params: {r.name}: the old tensor is replaced twice")
+        olds.add(id(r.old))
+        news.add(id(r.new))
+        _check_shapes(r)
+
+
+def _check_shapes(r) -> None:
+    if r.new.ndim != r.old.ndim:
+        raise ValueError(f"replace_params: {r.name}: {tuple(r.old.shape)} -> {tuple(r.new.shape)} changes the rank")
+    for d in range(r.old.ndim):
+        if d not in r.index and r.new.shape[d] != r.old.shape[d]:
+            raise ValueError(f"replace_params: {r.name}: dim {d} changed size "
+                             f"({r.old.shape[d]} -> {r.new.shape[d]}) but has no index map")
+    for d, idx in r.index.items():
+        _check_index(r, d, idx)
+
+
+def _check_index(r, d, idx) -> None:
+    if not torch.is_tensor(idx):
+        raise ValueError(f"replace_params: {r.name}: index map for dim {d} is a {type(idx).__name__}, "
+                         "needs a LongTensor")
+    if not 0 <= d < r.old.ndim:
+        raise ValueError(f"replace_params: {r.name}: index map for dim {d} of a {r.old.ndim}-d tensor")
+    if idx.ndim != 1 or idx.numel() != r.old.shape[d]:
+        raise ValueError(f"replace_params: {r.name}: index map for dim {d} has shape {tuple(idx.shape)}, "
+                         f"needs length {r.old.shape[d]} (old size)")
+    if idx.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"replace_params: {r.name}: index map for dim {d} has dtype {idx.dtype}, needs int64")
+    if idx.numel() and (idx.min() < 0 or idx.max() >= r.new.shape[d]):
+        raise ValueError(f"replace_params: {r.name}: index map for dim {d} goes outside 0..{r.new.shape[d] - 1}")
+    if idx.unique().numel() != idx.numel():
+        raise ValueError(f"replace_params: {r.name}: index map for dim {d} sends two old entries to one place")
+
+
+def _grow_state(value, r):
+    """One state entry: a tensor of the old parameter's shape grows (old slice copied, the rest zero);
+    anything else (the step count, None) is kept as is."""
+    if not torch.is_tensor(value) or r.old.ndim == 0 or value.shape != r.old.shape:
+        return value
+    # Same layout as the optimizer itself would give the new tensor (zeros_like, preserve_format).
+    out = torch.zeros_like(r.new, dtype=value.dtype, device=value.device, memory_format=torch.preserve_format)
+    out[_old_slice(r, out.device)] = value
+    return out
+
+
+def _old_slice(r, device) -> tuple:
+    """Advanced index of the old entries in the new tensor: dims with a map use it, the others all of
+    their range; shaped to broadcast into an outer product (one index tensor per dim)."""
+    n = r.old.ndim
+    index = []
+    for d in range(n):
+        idx = r.index[d] if d in r.index else torch.arange(r.old.shape[d])
+        index.append(idx.to(device=device, dtype=torch.long).view([-1 if k == d else 1 for k in range(n)]))
+    return tuple(index)
 
 
 def group_param_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[list[str]]:
