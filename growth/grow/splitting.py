@@ -28,9 +28,9 @@ How the originals compute it (read for behaviour, no code copied):
   mbv1_cifar100/sp_conv.py, too. We do the same (`relu_beta`, default 3; `relu_beta=None` gives the
   exact sigma'' = 0 and so S = 0: nothing to split). Every other activation gets its exact sigma''
   by double autograd.
-- Choosing: splitting/index_eigen.py and Firefly sp/net.py take one threshold over all layers at
-  position int(grow * total) of the sorted eigenvalues and split every neuron below it, whatever its
-  sign. Here `choose` takes the k most negative and never one with lambda >= 0 (the paper's rule:
+- Choosing: splitting mbv1/index_eigen.py (grow rate 0.3) and Firefly sp/net.py `sp_threshold` take
+  one threshold over all layers, the eigenvalue at position int(grow * total) in ascending order, and
+  split every neuron below it (Firefly: at or below), whatever its sign. Here `choose` takes the k most negative and never one with lambda >= 0 (the paper's rule:
   a non-negative lambda means splitting cannot lower the loss to second order).
 - Energy-aware (fast-energy-aware-splitting mbv1_cifar100/main_split.py): a linear program
   min sum_i beta_i lambda_i, s.t. sum_i beta_i f_i <= budget, 0 <= beta_i <= 1, keeping beta_i >= 0.99,
