@@ -66,12 +66,17 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", default=None)
     p.add_argument("--out", default="outputs/fingerprint")
     p.add_argument("--json", default=None, help="write the fingerprint here (default: <out>/fingerprint.json)")
+    p.add_argument("--old-width-rule", action="store_true",
+                   help="AdaGrow/RandGrow jobs with method.min_units=faithful (a width event may grow 0 units), "
+                        "to compare with commits from before that rule")
     a = p.parse_args(argv)
     out = (ROOT / a.out).resolve()
     result = {}
     for name, args in JOBS.items():
         if a.only and name not in a.only:
             continue
+        if a.old_width_rule and name.startswith(("adagrow", "randgrow")):
+            args = [*args, "method.min_units=faithful"]
         print(f"{name}: python run.py {' '.join(args)}", flush=True)
         result[name] = run_one(name, args, out)
         if "error" in result[name]:

@@ -3,6 +3,7 @@ import math
 
 import pytest
 
+from growth.engine.event import Event
 from growth.engine.job import run_job
 from growth.engine.record import RunRecord
 from growth.methods import METHODS
@@ -20,20 +21,18 @@ class SwapAfterOne(Fixed):
 
     stop_after = None  # a test sets this to interrupt the run after that epoch's checkpoint
 
-    def on_epoch_end(self, trainer, epoch):
+    def on_epoch_end(self, ctx, epoch):
         if epoch == self.stop_after:
-            trainer.stop_requested = "test stop"
+            ctx._trainer.stop_requested = "test stop"  # a signal, as SLURM sends
         if epoch != 1:
-            return []
-        before = trainer.model.arch_string()
-        spec = trainer.model.arch_spec()
-        trainer.replace_model(create_model("resnet_basic", **{**spec["kwargs"], "widths": [16, 16, 16]}))
-        return [{"epoch": epoch, "step": trainer.step, "kind": "phase_start", "where": "second",
-                 "arch_before": before, "arch_after": trainer.model.arch_string(), "params_before": 0,
-                 "params_after": 0, "max_abs_output_change": None}]
+            return
+        before = ctx.model.arch_string()
+        spec = ctx.model.arch_spec()
+        ctx.swap_model(create_model("resnet_basic", **{**spec["kwargs"], "widths": [16, 16, 16]}))
+        ctx.emit(Event("phase_start", "second", before, ctx.model.arch_string(), 0, 0))
 
-    def finish(self, trainer, record):
-        return {"swap_test_finish": trainer.model.spec_kwargs()["widths"]}
+    def finish(self, ctx):
+        return {"swap_test_finish": ctx.model.spec_kwargs()["widths"]}
 
 
 @pytest.fixture

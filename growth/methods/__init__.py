@@ -5,31 +5,11 @@ import before the lookup, and that module registers its class with `@register_me
 """
 import importlib
 
+from growth.engine.event import Event
 from growth.errors import ConfigError
-from growth.methods.adagrow import AdaGrow
-from growth.methods.adn import ADN
+from growth.methods import adagrow, adn, fixed, randgrow, reducenet, sws  # noqa: F401 (they register)
 from growth.methods.base import Method
-from growth.methods.fixed import Fixed
-from growth.methods.randgrow import RandGrow
-from growth.methods.reducenet import ReduceNetMethod
-from growth.methods.sws import SWS
-
-METHODS = {"fixed": Fixed, "adagrow": AdaGrow, "randgrow": RandGrow}
-METHODS["reducenet"] = ReduceNetMethod
-METHODS["adn"] = ADN
-METHODS["sws"] = SWS
-
-
-def register_method(name: str):
-    """Class decorator: `method.name=<name>` builds this class."""
-    def add(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Method)):
-            raise TypeError(f"register_method({name!r}): {cls!r} is not a growth.methods.Method subclass")
-        if METHODS.get(name, cls) is not cls:
-            raise ValueError(f"register_method({name!r}): the name is taken by {METHODS[name].__name__}")
-        METHODS[name] = cls
-        return cls
-    return add
+from growth.methods.registry import METHODS, register_method
 
 
 def _import(module) -> None:
@@ -50,4 +30,4 @@ def build_method(cfg: dict) -> Method:
     return METHODS[name](cfg)
 
 
-__all__ = ["Method", "METHODS", "build_method", "register_method"]
+__all__ = ["Event", "Method", "METHODS", "build_method", "register_method"]

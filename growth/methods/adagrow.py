@@ -27,11 +27,13 @@ from growth.grow.policy import choose_stage, rank_units, sample_kernel, units_to
 from growth.engine.event import Event
 from growth.measure import count_params
 from growth.methods.base import Method, choice
+from growth.methods.registry import register_method
 
 log = logging.getLogger("growth")
 SWITCHES = ("saliency", "transfer_buffers", "zero_init", "schedule", "threshold", "local_neighbour", "min_units")
 
 
+@register_method("adagrow")
 class AdaGrow(Method):
     name = "adagrow"
     saliency_where = "saliency"  # RandGrow overrides where-to-grow

@@ -26,6 +26,7 @@ from growth.methods.base import Method, choice
 from growth.methods.distill import soft_kl
 from growth.models.saved import to_file
 from growth.models.skippable import all_configs, config_name
+from growth.methods.registry import register_method
 
 log = logging.getLogger("growth")
 FAMILIES = "resnet_basic, resnet_bottleneck, mobilenet, vit"
@@ -56,6 +57,7 @@ def _unwrap(model):
     return getattr(model, "module", model)  # DDP keeps the model in .module
 
 
+@register_method("adn")
 class ADN(Method):
     name = "adn"
     base_step_macs = 0  # per sample; measured in setup

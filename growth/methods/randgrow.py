@@ -11,10 +11,12 @@ wrapping to layer 0 past the end (the new layers spread evenly); `random`: after
 from growth.blocks import RepUnit
 from growth.errors import ConfigError
 from growth.methods.adagrow import AdaGrow
+from growth.methods.registry import register_method
 
 WHERE = ("round_robin", "random")
 
 
+@register_method("randgrow")
 class RandGrow(AdaGrow):
     name = "randgrow"
 

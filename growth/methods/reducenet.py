@@ -32,6 +32,7 @@ from growth.methods.base import Method, choice, record_first_phase
 from growth.methods.distill import kd_loss
 from growth.models import create_model, model_from_spec
 from growth.models.reducenet import FREEZE
+from growth.methods.registry import register_method
 
 log = logging.getLogger("growth")
 SPEED_BATCH, SPEED_REPS = 64, 30
@@ -47,6 +48,7 @@ def phase_epochs(epochs: int, same_budget: bool, fraction: float) -> tuple[int, 
     return teacher, epochs - teacher
 
 
+@register_method("reducenet")
 class ReduceNetMethod(Method):
     name = "reducenet"
 

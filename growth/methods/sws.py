@@ -33,12 +33,14 @@ from growth.methods.sws_cost import aux_summary, descendant_summary
 from growth.methods.sws_teacher import is_path, load_our_file, timm_teacher
 from growth.models import build_model, learngene
 from growth.models.saved import from_file, to_file
+from growth.methods.registry import register_method
 
 log = logging.getLogger("growth")
 PHASES = ("aux", "descendant", "scratch")
 FAMILY = {"aux": "sws_aux", "descendant": "sws_descendant", "scratch": "sws_descendant"}
 
 
+@register_method("sws")
 class SWS(Method):
     name = "sws"
 
