@@ -54,7 +54,7 @@ def run_one(name: str, args: list, out: Path) -> dict:
         return {"error": proc.returncode, "stderr": proc.stderr[-2000:]}
     summary = json.loads((run_dir / "summary.json").read_text())
     numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) or k == "trajectory"}
-    for k in ("commit", "started", "finished", "hostname", "git_dirty", "python", "torch", "device_name",
+    for k in ("commit", "git_commit", "started", "finished", "hostname", "git_dirty", "python", "torch", "device_name",
               "run_dir", "command", "status"):
         numbers.pop(k, None)
     return {"metrics": _clean(_jsonl(run_dir / "metrics.jsonl")), "events": _clean(_jsonl(run_dir / "events.jsonl")),
