@@ -175,7 +175,7 @@ def test_lambda_run_ends_at_identity_and_switch_keeps_the_function(tmp_path):
     trainer, record = prepare(cfg, tmp_path)
     trainer.run_epoch(1)
     assert isinstance(trainer.model.blocks()[0].lora.act, nn.Identity)
-    acts = [m for m in trainer.method.teacher.modules() if isinstance(m, LambdaReLU)]
+    acts = [m for m in trainer.method.teacher.module.modules() if isinstance(m, LambdaReLU)]
     assert acts and all(a.lam.item() == 0 for a in acts)
     switch = next(e for e in record.events() if e["kind"] == "switch")
     assert switch["max_abs_output_change"] < 1e-4

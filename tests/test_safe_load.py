@@ -130,7 +130,7 @@ def test_an_aux_runs_learngene_and_teacher_load_safely_and_resume(fixed_run, tmp
     trainer, _ = prepare(cfg, tmp_path / "aux")  # resume: the teacher comes back from the checkpoint
     x = torch.randn(4, 1, 8, 8)
     original = from_file(load_our_file(teacher_path))
-    assert max_diff(out(trainer.method.teacher, x), out(original, x)) == 0
+    assert max_diff(out(trainer.method.teacher.module, x), out(original, x)) == 0
 
 
 # ---- trainer.trust_pickles=true: an older file loads -------------------------------------------

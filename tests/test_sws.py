@@ -167,10 +167,10 @@ def test_resume_across_teacher_switch_equals_uninterrupted(tmp_path, monkeypatch
     full = run_job(cfg, tmp_path / "full")
     original = SWS.on_epoch_end
 
-    def stop_after_two(self, trainer, epoch):
+    def stop_after_two(self, ctx, epoch):
         if epoch == 2:
-            trainer.stop_requested = "test stop"
-        return original(self, trainer, epoch)
+            ctx._trainer.stop_requested = "test stop"  # a signal, as SLURM sends
+        return original(self, ctx, epoch)
     monkeypatch.setattr(SWS, "on_epoch_end", stop_after_two)
     assert run_job(cfg, tmp_path / "part")["status"] == "interrupted"
     monkeypatch.setattr(SWS, "on_epoch_end", original)

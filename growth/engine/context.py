@@ -22,7 +22,6 @@ Methods get a `RunContext` in every hook instead of the trainer. What it offers 
 | grow(site, how)                | grow the model at a site (growth/models/growable.py)                 |
 | emit(event)                    | record a structural event (growth/engine/event.py)                   |
 | swap_model(model, restart)     | train another model from now on (a phase switch)                     |
-| restart_schedule(steps)        | a fresh LR schedule over the next `steps` steps                      |
 | metrics()                      | the run's metrics rows so far                                        |
 | checkpoint_path(name), save()  | a file in checkpoints/, and an atomic write of one (main rank only)  |
 
@@ -191,9 +190,6 @@ class RunContext:
 
     def swap_model(self, model, restart_schedule: bool = True) -> None:
         self._trainer.replace_model(model, restart_schedule=restart_schedule)
-
-    def restart_schedule(self, steps: int) -> None:
-        self._trainer.restart_schedule(steps)
 
     # ---- files ------------------------------------------------------------------------------------
     @property

@@ -181,6 +181,7 @@ def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
     if record.write:
         config_diff.write_config(record.path("config"), cfg)
     trainer.call_hook(method.setup)  # a method checks its own settings against the model here, before training
+    trainer.start_phases()  # a phased method's first phase: its model and schedule (a fresh run), its event
     return trainer, record
 
 

@@ -12,6 +12,7 @@ from growth.arch import spec_to_json
 from growth.engine import dist
 from growth.engine.checkpoint import CheckpointClock, save_checkpoint
 from growth.engine.context import RunContext
+from growth.engine.event import Event
 from growth.engine.env import rng_state, set_rng_state
 from growth.engine.optim import add_params, build_optimizer, replace_params, restore_group_order
 from growth.engine.schedule import Schedule
@@ -282,7 +283,43 @@ class Trainer:
         self.epoch, c["last_val_acc"] = epoch, va["acc"]
         self.val_history.append(va["acc"])
         self.call_hook(self.method.on_epoch_end, epoch)
+        nxt = self._next_phase(epoch)
+        if nxt is not None:
+            self.call_hook(self._start_phase, nxt)
         self.save()
+
+    # ---- declared phases (growth/methods/base.py Phase) ------------------------------------------
+    def start_phases(self) -> None:
+        """After setup: a fresh run enters its first phase (its model, its own schedule); every run makes
+        sure the first phase_start event is on record."""
+        if self.method.phases():
+            self.call_hook(self._start_phase, 0)
+
+    def _next_phase(self, epoch: int):
+        end = 0
+        for i, p in enumerate(self.method.phases()[:-1]):
+            end += p.epochs
+            if epoch == end:
+                return i + 1
+        return None
+
+    def _start_phase(self, ctx, index: int) -> None:
+        phases = self.method.phases()
+        phase, old = phases[index], self.model
+        before = (old.arch_string(), count_params(old))
+        if index > 0 or ctx.fresh:
+            new = self.method.enter_phase(ctx, phase, index)
+            if new is not None:
+                self.replace_model(new, restart_schedule=True)
+            if index == 0 and len(phases) > 1:  # the first phase's cosine spans that phase only
+                self.restart_schedule(phase.epochs * self.steps_per_epoch)
+        where = (phase.where or phase.name).replace("{arch}", self.model.arch_string())
+        n = count_params(self.model)
+        if index > 0:
+            ctx.emit(Event("phase_start", where, before[0], self.model.arch_string(), before[1], n))
+        # the first phase's event (epoch 0) is written once: a run restarted before its first checkpoint has it
+        elif ctx.writes and not any(e["kind"] == "phase_start" for e in ctx.events()):
+            ctx.emit(Event("phase_start", where, None, self.model.arch_string(), n, n, epoch=0, step=0))
 
     def call_hook(self, hook, *args):
         """Run a method hook, then do what it asked for: count the training batches it used, write its

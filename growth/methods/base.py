@@ -5,11 +5,12 @@ the optimizer: it grows the model (`ctx.grow(site, how)`, or in place) and emits
 (`ctx.emit(Event(...))`); the engine then moves optimizer state to replaced tensors, registers new ones,
 re-wraps DDP and checkpoints. A phase switch asks for a new model (`ctx.swap_model`).
 """
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
-from growth.engine.event import Event
+from growth.engine.event import Event  # noqa: F401 (methods import it from here)
 from growth.errors import ConfigError
-from growth.measure import count_params
 
 VARIANTS = ("fixed", "faithful")  # every method's faithful/fixed switches take these values
 
@@ -21,13 +22,14 @@ def choice(value, key: str, allowed=VARIANTS):
     return value
 
 
-def record_first_phase(ctx, where: str) -> None:
-    """A phased method's first phase_start event (epoch 0), written once: a run restarted before its
-    first checkpoint already has it."""
-    if not ctx.writes or any(e["kind"] == "phase_start" for e in ctx.events()):
-        return
-    n = count_params(ctx.model)
-    ctx.emit(Event("phase_start", where, None, ctx.model.arch_string(), n, n, epoch=0, step=0))
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training with its own model: `enter_phase` gives the model, the engine switches to it,
+    restarts the LR schedule over the phase's epochs (as a separate run of that phase would), writes the
+    phase_start event ({arch} in `where` becomes the new model's arch) and checkpoints the switch."""
+    name: str
+    epochs: int
+    where: str | None = None  # the phase_start event's text; None: the name
 
 
 class Method:
@@ -45,11 +47,26 @@ class Method:
         """Called once the model, data and optimizer exist (and after a resume). Raise ConfigError here
         for a setting that does not fit the model: one line, before training."""
 
+    def phases(self) -> list[Phase]:
+        """A phased method's phases, in order ([]: one phase, `train`, of trainer.epochs epochs)."""
+        return []
+
+    def enter_phase(self, ctx, phase: Phase, index: int):
+        """The model phase `index` trains (None: keep the current one). Called when the phase starts: for
+        index 0 only in a fresh run. Events emitted here come before the engine's phase_start."""
+        return None
+
     def total_epochs(self, epochs: int) -> int:
-        """How many epochs the run trains, from trainer.epochs (a phased method may add its phases)."""
-        return epochs
+        """How many epochs the run trains, from trainer.epochs (the phases' sum when they are declared)."""
+        phases = self.phases()
+        return sum(p.epochs for p in phases) if phases else epochs
 
     def phase(self, epoch: int) -> str:
+        end = 0
+        for p in self.phases():
+            end += p.epochs
+            if epoch <= end:
+                return p.name
         return "train"
 
     def loss(self, model, x, y, ctx):

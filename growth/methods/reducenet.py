@@ -18,7 +18,6 @@ With `model.act=lambda` branch1's ReLU fades to identity over the teacher phase 
 the now-linear branch1 becomes the student's LoRA branch, so the switch keeps the function and the
 student still folds.
 """
-import copy
 import logging
 
 import torch
@@ -28,9 +27,10 @@ from growth.blocks.reducenet import init_lora_from_branch1, lambda_at
 from growth.engine.event import Event
 from growth.errors import ConfigError
 from growth.measure import compare_latency, count_params
-from growth.methods.base import Method, choice, record_first_phase
+from growth.methods.base import Method, Phase, choice
 from growth.methods.distill import kd_loss
-from growth.models import create_model, model_from_spec
+from growth.methods.teacher import FrozenTeacher
+from growth.models import create_model
 from growth.models.reducenet import FREEZE
 from growth.methods.registry import register_method
 
@@ -80,23 +80,19 @@ class ReduceNetMethod(Method):
     def variants(self) -> dict:
         return {"variant": self.variant, "kd_reduction": self.kd_reduction, "same_budget": self.same_budget}
 
-    def total_epochs(self, epochs: int) -> int:
-        return self.teacher_epochs + self.student_epochs
+    def phases(self) -> list[Phase]:
+        return [Phase("teacher", self.teacher_epochs), Phase("student", self.student_epochs)]
+
+    def enter_phase(self, ctx, phase: Phase, index: int):
+        return self._switch(ctx) if phase.name == "student" else None
 
     # ---- setup --------------------------------------------------------------------------------
     def setup(self, ctx) -> None:
         if getattr(ctx.model, "family", None) != "reducenet":
             raise ConfigError("model", getattr(ctx.model, "family", type(ctx.model).__name__),
                               "method=reducenet needs model=reducenet")
-        if ctx.fresh:
-            # a fresh run: the teacher's cosine spans its own phase (the student's starts at the switch)
-            ctx.restart_schedule(self.teacher_epochs * ctx.steps_per_epoch)
-            record_first_phase(ctx, "teacher")
         if self.teacher is not None:
             self.teacher.to(ctx.device)
-
-    def phase(self, epoch: int) -> str:
-        return "teacher" if epoch <= self.teacher_epochs else "student"
 
     # ---- training -----------------------------------------------------------------------------
     def loss(self, model, x, y, ctx):
@@ -113,10 +109,6 @@ class ReduceNetMethod(Method):
                 teacher = self.teacher(x)
         return kd_loss(logits, teacher, y, self.alpha, self.temperature, self.kd_reduction == "faithful",
                        ctx.label_smoothing), logits
-
-    def on_epoch_end(self, ctx, epoch: int) -> None:
-        if not self.switched and epoch == self.teacher_epochs:
-            self._switch(ctx)
 
     # ---- the switch ---------------------------------------------------------------------------
     def _student(self, teacher):
@@ -136,7 +128,8 @@ class ReduceNetMethod(Method):
                 torch.nn.init.zeros_(s.lora.b.bn.weight)
         return student
 
-    def _switch(self, ctx) -> None:
+    def _switch(self, ctx):
+        """The student, built from the teacher, which is frozen for distillation."""
         teacher = ctx.model
         if teacher.act == "lambda":
             teacher.set_lambda(0.0)  # the end of its schedule (the last step already used 0)
@@ -146,14 +139,13 @@ class ReduceNetMethod(Method):
                              "teacher_deploy_params": sizes["deploy_params"], "teacher_macs": sizes["macs"]}
         student = self._student(teacher)
         change = (ctx.probe_output(student) - before).abs().max().item()
-        self.teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
+        self.teacher = FrozenTeacher.copy_of(teacher)
         self.switched = True
-        ctx.swap_model(student, restart_schedule=True)
         log.info("reducenet: teacher %s (val acc %.4f) -> student %s; max |change| on probe %.3g",
                  teacher.arch_string(), ctx.last_val_acc, student.arch_string(), change)
         row = (teacher.arch_string(), student.arch_string(), self.teacher_info["teacher_params"], count_params(student))
         ctx.emit(Event("switch", "branch1: scaler 1 -> 0", *row, change))
-        ctx.emit(Event("phase_start", "student", *row))
+        return student
 
     # ---- results ------------------------------------------------------------------------------
     def summary_extras(self, ctx) -> dict:
@@ -171,7 +163,7 @@ class ReduceNetMethod(Method):
         ms = compare_latency({"unfused": student, "fused": deployed}, tuple(ctx.probe.shape[1:]),
                              SPEED_BATCH, SPEED_REPS)
         unfused_ms, fused_ms = ms["unfused"], ms["fused"]
-        out = {"teacher_test_acc": ctx.evaluate("test", self.teacher)["acc"],
+        out = {"teacher_test_acc": ctx.evaluate("test", self.teacher.module)["acc"],
                "student_val_acc": ctx.last_val_acc,
                "student_test_acc": ctx.evaluate("test", student)["acc"],
                "student_params": sizes["params"], "student_deploy_params": sizes["deploy_params"],
@@ -189,14 +181,13 @@ class ReduceNetMethod(Method):
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        state = {"switched": self.switched, "teacher_info": dict(self.teacher_info)}
-        if self.teacher is not None:
-            state.update(teacher_spec=self.teacher.arch_spec(), teacher_state=self.teacher.state_dict())
-        return state
+        return {"switched": self.switched, "teacher_info": dict(self.teacher_info),
+                "teacher": self.teacher.state() if self.teacher is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.switched, self.teacher_info = state["switched"], dict(state["teacher_info"])
-        if state.get("teacher_spec") is not None:
-            self.teacher = model_from_spec(state["teacher_spec"])
-            self.teacher.load_state_dict(state["teacher_state"])
-            self.teacher.eval().requires_grad_(False)
+        if state.get("teacher") is not None:
+            self.teacher = FrozenTeacher.from_state(state["teacher"])
+        elif state.get("teacher_spec") is not None:  # checkpoints written before FrozenTeacher
+            self.teacher = FrozenTeacher.from_state({"arch_spec": state["teacher_spec"],
+                                                     "model": state["teacher_state"], "deployed": False})

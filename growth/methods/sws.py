@@ -24,15 +24,15 @@ import logging
 import timm
 import torch
 
-from growth.engine.event import Event
 from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs
-from growth.methods.base import Method, choice, record_first_phase
+from growth.methods.base import Method, Phase, choice
 from growth.methods.distill import kd_loss
 from growth.methods.sws_cost import aux_summary, descendant_summary
 from growth.methods.sws_teacher import is_path, load_our_file, timm_teacher
+from growth.methods.teacher import FrozenTeacher
 from growth.models import build_model, learngene
-from growth.models.saved import from_file, to_file
+from growth.models.saved import from_file
 from growth.methods.registry import register_method
 
 log = logging.getLogger("growth")
@@ -72,7 +72,6 @@ class SWS(Method):
         self.scratch_epochs = m.get("scratch_epochs")
         self.family_depths = list(m.get("family_depths") or [])
         self.teacher, self.switched, self.teacher_info, self.heads = None, False, {}, None
-        self.teacher_file = None  # the teacher as spec + state (growth/models/saved.py), what checkpoints hold
 
     def _use_gene(self, gene: dict) -> None:
         """The learngene this descendant starts from, and each layer's source stage (checked now)."""
@@ -110,8 +109,28 @@ class SWS(Method):
             out["heads"] = self.heads  # learngene -> descendant: a re-partition when they differ
         return out
 
-    def total_epochs(self, epochs: int) -> int:
-        return self.teacher_epochs + self.aux_epochs if self.stage == "aux" else epochs
+    def phases(self) -> list[Phase]:
+        if self.stage == "aux":
+            aux = [Phase("aux", self.aux_epochs, "aux" if self.teacher_epochs else "aux: {arch}")]
+            return [Phase("teacher", self.teacher_epochs, "teacher: {arch}")] * bool(self.teacher_epochs) + aux
+        if self.stage == "descendant":
+            where = f"descendant: {self.gene_path} layers {','.join(map(str, self.source or []))}"
+            return [Phase("descendant", self.aux_epochs, where)]
+        return [Phase("scratch", self.aux_epochs, "scratch: random init")]
+
+    def enter_phase(self, ctx, phase: Phase, index: int):
+        if phase.name == "teacher":  # trained first in this run
+            return timm_teacher(self.teacher_name, ctx.data_info, self.teacher_weights)
+        if phase.name == "aux" and index > 0:  # the teacher is trained: distil it into the aux model
+            teacher = ctx.model
+            self.teacher_info["teacher_val_acc"] = ctx.last_val_acc
+            self._freeze_teacher(ctx, teacher)
+            aux = build_model(self.cfg["model"], ctx.data_info)  # built now: a resume draws the same init
+            self.switched = True
+            log.info("sws: teacher %s (val acc %.4f) trained; distilling into %s", teacher.arch_string(),
+                     ctx.last_val_acc, aux.arch_string())
+            return aux
+        return None
 
     # ---- setup --------------------------------------------------------------------------------
     def setup(self, ctx) -> None:
@@ -119,12 +138,8 @@ class SWS(Method):
         if getattr(ctx.model, "learngene_error", None):  # a fresh run's model needs its learngene file
             raise ctx.model.learngene_error
         if self.stage == "aux":
-            if fresh and self.teacher_epochs:
-                self._start_teacher_phase(ctx)
-            elif fresh and self.teacher_name:
-                self._freeze_teacher(ctx, self._given_teacher(ctx))
-            first = "teacher" if self.teacher_epochs else "aux"
-            record_first_phase(ctx, f"{first}: {ctx.model.arch_string()}")
+            if fresh and self.teacher_name and not self.teacher_epochs:
+                self._freeze_teacher(ctx, *self._given_teacher(ctx))
         elif self.stage == "descendant":
             if self.gene is None:  # neither a readable learngene file nor a checkpoint holding it
                 raise self.gene_error
@@ -134,32 +149,24 @@ class SWS(Method):
             self.heads = f"{self.gene['config']['heads']}->{ctx.model.spec_kwargs()['heads']}"
             if fresh:
                 learngene.init_descendant(ctx.model, self.gene, self.source, self._load_head(ctx))
-            record_first_phase(ctx, f"descendant: {self.gene_path} layers {','.join(map(str, self.source))}")
-        else:
-            record_first_phase(ctx, "scratch: random init")
         if self.teacher is not None:
             self.teacher.to(ctx.device)
 
     def _given_teacher(self, ctx):
-        if is_path(str(self.teacher_name)):  # kept as read: a deploy.pt teacher is rebuilt from it on resume
-            self.teacher_file = load_our_file(self.teacher_name, "method.teacher")
-            return from_file(self.teacher_file)
-        return timm_teacher(self.teacher_name, ctx.data_info, self.teacher_weights)
+        """(model, file): a checkpoint teacher is kept as read (a deploy.pt teacher is rebuilt from it)."""
+        if is_path(str(self.teacher_name)):
+            file = load_our_file(self.teacher_name, "method.teacher")
+            return from_file(file), file
+        return timm_teacher(self.teacher_name, ctx.data_info, self.teacher_weights), None
 
-    def _freeze_teacher(self, ctx, teacher) -> None:
-        self.teacher = copy.deepcopy(teacher).to(ctx.device).eval().requires_grad_(False)
-        with torch.no_grad():
-            out = self.teacher(ctx.probe[:2])
+    def _freeze_teacher(self, ctx, teacher, file=None) -> None:
+        self.teacher = FrozenTeacher(copy.deepcopy(teacher), file).to(ctx.device)
+        out = self.teacher(ctx.probe[:2])
         if out.shape[-1] != ctx.data_info["num_classes"]:
             raise ConfigError("method.teacher", self.teacher_name, f"predicts {out.shape[-1]} classes, the data "
                               f"have {ctx.data_info['num_classes']}")
         self.teacher_info.update(teacher_params=count_params(teacher),
-                                 teacher_forward_macs=forward_macs(self.teacher, ctx.probe))
-
-    def _start_teacher_phase(self, ctx) -> None:
-        """Train the timm teacher first; its cosine schedule spans its own epochs."""
-        ctx.swap_model(timm_teacher(self.teacher_name, ctx.data_info, self.teacher_weights))
-        ctx.restart_schedule(self.teacher_epochs * ctx.steps_per_epoch)
+                                 teacher_forward_macs=forward_macs(self.teacher.module, ctx.probe))
 
     def _check_fits(self, model) -> None:
         gene, kw = self.gene["config"], model.spec_kwargs()
@@ -173,11 +180,6 @@ class SWS(Method):
         data, info = self.gene.get("data", {}), ctx.data_info
         return data.get("name") == info["name"] and data.get("num_classes") == info["num_classes"]
 
-    def phase(self, epoch: int) -> str:
-        if self.stage == "aux" and epoch <= self.teacher_epochs:
-            return "teacher"
-        return self.stage
-
     # ---- training -----------------------------------------------------------------------------
     def loss(self, model, x, y, ctx):
         logits = model(x)
@@ -188,20 +190,6 @@ class SWS(Method):
                 teacher = self.teacher(x)
         return kd_loss(logits, teacher, y, self.alpha if distil else 0.0, self.tau,
                        self.kd_reduction == "faithful", ctx.label_smoothing), logits
-
-    def on_epoch_end(self, ctx, epoch: int) -> None:
-        if self.stage != "aux" or self.switched or not self.teacher_epochs or epoch != self.teacher_epochs:
-            return
-        teacher = ctx.model
-        self.teacher_info["teacher_val_acc"] = ctx.last_val_acc
-        self._freeze_teacher(ctx, teacher)
-        aux = build_model(self.cfg["model"], ctx.data_info)  # built now: a resume draws the same init
-        ctx.swap_model(aux, restart_schedule=True)
-        self.switched = True
-        log.info("sws: teacher %s (val acc %.4f) trained; distilling into %s", teacher.arch_string(),
-                 ctx.last_val_acc, aux.arch_string())
-        ctx.emit(Event("phase_start", "aux", teacher.arch_string(), aux.arch_string(),
-                       self.teacher_info["teacher_params"], count_params(aux)))
 
     # ---- results ------------------------------------------------------------------------------
     def summary_extras(self, ctx) -> dict:
@@ -233,15 +221,13 @@ class SWS(Method):
         # the frozen teacher as spec + state, never a pickled module: checkpoints load with weights_only;
         # a descendant's learngene too (tensors and plain values): a resume needs no learngene file, and the
         # summary's storage and cost ratios are those of the learngene the run started from
-        if self.teacher is not None and self.teacher_file is None:
-            self.teacher_file = to_file(self.teacher, deployed=False)  # a timm teacher, given or trained here
-        return {"switched": self.switched, "teacher_info": dict(self.teacher_info), "teacher": self.teacher_file,
+        return {"switched": self.switched, "teacher_info": dict(self.teacher_info),
+                "teacher": self.teacher.state() if self.teacher is not None else None,
                 "gene": self.gene if self.stage == "descendant" else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.switched, self.teacher_info = state["switched"], dict(state["teacher_info"])
         if state.get("gene") is not None:  # the checkpoint's copy wins over the file (which may be gone)
             self._use_gene(state["gene"])
-        self.teacher_file = state.get("teacher")  # an older checkpoint's module too (trainer.trust_pickles)
-        if self.teacher_file is not None:
-            self.teacher = from_file(self.teacher_file).eval().requires_grad_(False)
+        if state.get("teacher") is not None:  # an older checkpoint's module too (trainer.trust_pickles)
+            self.teacher = FrozenTeacher.from_state(state["teacher"])

@@ -47,7 +47,7 @@ def aux_summary(method, ctx) -> tuple[dict, dict]:
     extras = {"learngene_path": str(ctx.checkpoint_path("learngene.pt").resolve()),
               "learngene_params": n, "learngene_file_params": learngene.file_params(gene), **cost}
     if method.teacher is not None:
-        extras["teacher_test_acc"] = ctx.evaluate("test", method.teacher)["acc"]
+        extras["teacher_test_acc"] = ctx.evaluate("test", method.teacher.module)["acc"]
     if method.family_depths:
         g = gene["config"]
         kw = {k: g[k] for k in ("embed_dim", "mlp_ratio", "patch_size", "img_size", "in_chans", "num_classes")}
