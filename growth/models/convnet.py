@@ -14,6 +14,7 @@ from growth.arch import arch_string, parse_arch, parse_widths
 from growth.blocks import ConvBN, RepUnit
 from growth.errors import ConfigError
 from growth.models.base import SpecModel
+from growth.models.growable import GrowthResult, Site
 from growth.models.skippable import SkippableMixin
 
 
@@ -163,6 +164,52 @@ class StagedRepNet(SkippableMixin, SpecModel):
     def stage_input_unit(self, stage: int) -> nn.Module:
         """The module feeding a stage: the stem (stage 0) or the stride-2 downstream unit."""
         return self.stem[0] if stage == 0 else self.downs[stage - 1].unit
+
+    # ---- growth sites (growth/models/growable.py) -------------------------------------------------
+    def depth_sites(self) -> list[Site]:
+        return [Site("depth", i, f"stage {i}") for i in range(len(self.depths))]
+
+    def branch_sites(self) -> list[Site]:
+        """One per RepUnit (a new kernel branch); `index` is the unit's module name."""
+        return [Site("branch", name, name) for name, m in self.named_modules() if isinstance(m, RepUnit)]
+
+    def width_sites(self) -> list[Site]:
+        return [Site("width", i, f"stage {i} width") for i in range(len(self.widths))]
+
+    def head_sites(self) -> list[Site]:
+        return []
+
+    def grow(self, site: Site, how: dict | None = None) -> GrowthResult:
+        """Grow one site. `how` per kind:
+        depth:  {"init": "zero"} (default: Net2DeeperNet, the new block starts as the identity), "meta";
+        branch: {"kernel": (kh, kw)}, optional "init" (growth/grow/init.py) and "meta"; without "init"
+                the branch keeps add_branch's default init;
+        width:  {"width": new width} or {"channels": how many more}; optional "source" (old channel per
+                new one), "generator", "noise" (growth/grow/widen.py)."""
+        from growth.grow import init, widen  # they read the block classes, which import this module
+        how = dict(how or {})
+        if site.kind == "depth":
+            result = widen.deepen_stage(self, site.index, how.get("init", "zero"), how.get("meta", 0.2))
+        elif site.kind == "branch":
+            unit = dict(self.named_modules()).get(site.index)
+            if not isinstance(unit, RepUnit):
+                raise ValueError(f"branch site {site.index!r} is not a RepUnit of this model")
+            if "kernel" not in how:
+                raise ValueError("branch growth needs how['kernel']")
+            branch = unit.add_branch(how["kernel"])
+            if "init" in how:
+                init.initialize(branch, how["init"], how.get("meta", 0.2))
+            result = GrowthResult(site, modules=[branch], new=list(branch.parameters()),
+                                  details={"unit": site.index, "kernel": list(branch.kernel)})
+        elif site.kind == "width":
+            old = self.widths[site.index]
+            width = how["width"] if "width" in how else old + how["channels"]
+            result = widen.widen_stage(self, site.index, width, how.get("source"), how.get("generator"),
+                                       how.get("noise", 0.0))
+        else:
+            raise ValueError(f"{type(self).__name__} has no {site.kind} sites")
+        result.site = site
+        return result
 
     def forward(self, x):
         x = self.stem(x)
