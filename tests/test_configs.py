@@ -25,7 +25,7 @@ TINY_MODEL = {
     "bert": {"model.arch": "d1h2", "model.head_dim": 8, "data": "synthetic_text"},  # needs token data
     "sws_aux": {"model.embed_dim": 16, "model.stage_repeats": "[1,1]"},
     "sws_descendant": {"model.depth": 2, "method.phase": "scratch"},  # descendant would need a learngene file
-    "reducenet": {"model.depth": 8}, "timm": {},
+    "reducenet": {"model.depth": 8}, "timm": {}, "gromo_mlp": {},
 }
 # A method or data option that needs a model other than the default one.
 PARTNER = {("method", "reducenet"): "reducenet", ("method", "sws"): "sws_aux", ("data", "synthetic_text"): "bert"}

@@ -17,6 +17,7 @@ def _load_all():
     from growth.models import bert, mobilenet, resnet_basic, resnet_bottleneck, timm_model, vgg, vit  # noqa: F401
     from growth.models import reducenet  # noqa: F401
     from growth.models import sws, sws_descendant  # noqa: F401
+    from growth.models import gromo_mlp  # noqa: F401
 
 
 def create_model(family: str, **kwargs):
