@@ -230,8 +230,13 @@ def print_report(summary: dict, run_dir: Path) -> None:
         print("growth trajectory:")
         for t in summary["trajectory"]:
             where = t["where"] if isinstance(t["where"], str) else f"{len(t['where'])} unit(s)"
-            print(f"  epoch {t['epoch']:>3}  {t['kind']:<11} {where:<12} arch {t['arch_after']:<9} "
-                  f"params {t['params_after']:>10,}  deployed {t['deploy_params_after']:>10,}")
+            line = (f"  epoch {t['epoch']:>3}  {t['kind']:<11} {where:<12} arch {t['arch_after']:<9} "
+                    f"params {t['params_after']:>10,}")
+            if "deploy_params_after" in t:
+                line += f"  deployed {t['deploy_params_after']:>10,}"
+            if "widths_after" in t:  # methods that widen stages (Net2Net, SplitGrow)
+                line += f"  widths {'-'.join(map(str, t['widths_after']))}"
+            print(line)
         if summary.get("growth_stopped"):
             print(f"  growth stopped: {summary['growth_stopped']}")
     for line in summary.get("report") or []:  # a method's own results (ReduceNet phases, SWS ratios)

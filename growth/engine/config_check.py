@@ -56,6 +56,8 @@ MORE = {
     "method.schedule": {"str"},
     "method.threshold": {"str"},
     "method.local_neighbour": {"str"},
+    "method.min_units": {"str"},
+    "method.max_widths": {"list"},                  # null | one width per stage
     "method.kd_reduction": {"str"},
     "method.topk": {"str"},
     "method.teacher": {"str"},
