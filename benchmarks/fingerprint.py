@@ -1,6 +1,6 @@
 """Every method's numbers on one seed, as a fingerprint two commits can be compared by.
 
-    python -m benchmarks.fingerprint [--only NAME ...] [--out DIR] [--json FILE]
+    python -m benchmarks.fingerprint [--only NAME ...] [--out DIR] [--json FILE] [--compare REF.json]
 
 Runs short jobs of every method (one thread, CPU) and keeps what must not move when code is refactored:
 every metrics row and event row without their wall-clock fields, and the summary's numbers. Run it on
@@ -61,6 +61,29 @@ def run_one(name: str, args: list, out: Path) -> dict:
             "summary": _clean(numbers)}
 
 
+def differences(a, b, path="") -> list[str]:
+    """Where two fingerprints differ (empty: identical)."""
+    if type(a) is not type(b):
+        return [f"{path}: {str(a)[:80]} != {str(b)[:80]}"]
+    if isinstance(a, dict):
+        out = [f"{path}.{k}: only in one" for k in sorted(set(a) ^ set(b))]
+        return out + [d for k in sorted(set(a) & set(b)) for d in differences(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, list):
+        out = [f"{path}: {len(a)} rows != {len(b)}"] if len(a) != len(b) else []
+        return out + [d for i, (u, v) in enumerate(zip(a, b)) for d in differences(u, v, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {str(a)[:80]} != {str(b)[:80]}"]
+
+
+def compare(reference: dict, result: dict) -> int:
+    bad = 0
+    for name, run in result.items():
+        found = differences(reference[name], run) if name in reference else ["not in the reference"]
+        bad += bool(found)
+        rows = f"({len(run.get('metrics', []))} metrics rows, {len(run.get('events', []))} events)"
+        print(f"  {name:18s} {'identical' if not found else '; '.join(found[:4])} {rows}")
+    return bad
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", default=None)
@@ -69,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--old-width-rule", action="store_true",
                    help="AdaGrow/RandGrow jobs with method.min_units=faithful (a width event may grow 0 units), "
                         "to compare with commits from before that rule")
+    p.add_argument("--compare", default=None, help="a fingerprint JSON to compare with, job by job")
     a = p.parse_args(argv)
     out = (ROOT / a.out).resolve()
     result = {}
@@ -85,7 +109,11 @@ def main(argv=None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
     print(f"wrote {path}")
-    return 1 if any("error" in r for r in result.values()) else 0
+    failed = any("error" in r for r in result.values())
+    if a.compare:
+        print(f"compared with {a.compare}:")
+        failed |= bool(compare(json.loads(Path(a.compare).read_text()), result))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
