@@ -99,6 +99,10 @@ def _sws_table_commands() -> dict:
 ENTRIES = {
     "default": {"args": [], "numbers": adagrow_numbers, "cheap": True},
     "fixed_111": {"args": ["method=fixed", "model.arch=1-1-1"], "numbers": adagrow_numbers, "cheap": False},
+    # the default AdaGrow job's final arch since its width events grow at least one unit (issue 17)
+    "fixed_210": {"args": ["method=fixed", "model.arch=2-1-0"], "numbers": adagrow_numbers, "cheap": False},
+    # the default job under the original's width rule (int(0.3 x units), 0 for 0-0-0): the old README numbers
+    "default_old_width_rule": {"args": ["method.min_units=faithful"], "numbers": adagrow_numbers, "cheap": False},
     "vit": {"args": ["model=vit"], "numbers": vit_numbers, "cheap": False},
     "vit_sgd": {"args": ["model=vit", "optim=sgd"], "numbers": plain_numbers, "cheap": False},
     "reducenet": {"args": ["model=reducenet"], "numbers": reducenet_numbers, "cheap": True},

@@ -30,6 +30,12 @@ def fragments() -> list[tuple[str, str]]:
             ("default", f"AdaGrow val {d['final_val_acc']:.4f} / test {d['test_acc']:.4f}"),
             ("fixed_111", f"costs {f['train_macs_total'] / 1e9:.1f} GMACs"),
             ("fixed_111", f"fixed 1-1-1 val {f['final_val_acc']:.4f} / test {f['test_acc']:.4f}")]
+    g, o = E["fixed_210"], E["default_old_width_rule"]
+    out += [("fixed_210", f"costs {g['train_macs_total'] / 1e9:.1f} GMACs"),
+            ("fixed_210", f"fixed 2-1-0 val {g['final_val_acc']:.4f} / test {g['test_acc']:.4f}"),
+            ("default_old_width_rule", f"final arch {o['arch']}, {o['deploy_params']:,} params deployed, training cost "
+                                       f"{o['train_macs_total'] / 1e9:.1f} GMACs, val {o['final_val_acc']:.4f} / "
+                                       f"test {o['test_acc']:.4f}")]
     v, s = E["vit"], E["vit_sgd"]
     out += [("vit", f"grows d2h6 -> {v['arch']} and reaches val {v['final_val_acc']:.3f} / test {v['test_acc']:.3f}"),
             ("vit_sgd", f"stays at chance on digits (val {s['final_val_acc']:.3f} after 20 epochs)")]
