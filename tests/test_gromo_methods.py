@@ -13,6 +13,7 @@ from growth.grow.gromo_step import grow_step
 from growth.methods import METHODS
 from growth.methods.gromo import GradMax, Tiny
 from growth.models import build_model
+from run import print_report
 from growth.engine.record import RunRecord
 
 RUN = {"model": "gromo_mlp", "model.arch": "2-2", "trainer.epochs": 3, "grow.interval": 1,
@@ -40,7 +41,7 @@ def grown(run_dir) -> list[dict]:
     return [e for e in events(run_dir) if e["kind"] == "grow_width"]
 
 
-def test_gradmax_keeps_the_function_grows_and_costs_more_than_fixed(tmp_path):
+def test_gradmax_keeps_the_function_grows_and_costs_more_than_fixed(tmp_path, capsys):
     s = run_job(cfg("gradmax"), tmp_path / "gm")
     fixed = run_job(cfg("fixed"), tmp_path / "fixed")
     assert s["status"] == fixed["status"] == "completed"
@@ -55,6 +56,9 @@ def test_gradmax_keeps_the_function_grows_and_costs_more_than_fixed(tmp_path):
     assert s["params"] > fixed["params"] and s["growth_events"] == 2
     assert s["train_macs_total"] > fixed["train_macs_total"]
     assert s["samples_seen"] == fixed["samples_seen"] + 2 * 4 * 64  # the statistics passes count
+    print_report(s, tmp_path / "gm")  # run.py's end-of-run lines read the trajectory rows
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "growth trajectory:" and f"arch {ev[1]['arch_after']}" in lines[2]
 
 
 def test_tiny_logs_a_finite_improvement_and_counts_its_line_search(tmp_path):

@@ -152,8 +152,11 @@ class GromoGrowth(Method):
         details = {k: v for k, v in det.items() if k not in SCHEMA}
         details.update(neurons=det["neurons_added"], line_search_macs=search * macs,
                        deploy_params_before=deploy, deploy_params_after=ctx.sizes()["deploy_params"])
-        self.trajectory.append({"epoch": epoch, "where": result.site.where, "arch_after": model.arch_string(),
-                                "params_after": count_params(model), "neurons": det["neurons_added"]})
+        # AdaGrow's trajectory rows (run.py prints them), plus the neurons added
+        self.trajectory.append({"epoch": epoch, "kind": "grow_width", "where": result.site.where,
+                                "arch_after": model.arch_string(), "params_after": count_params(model),
+                                "deploy_params_after": details["deploy_params_after"],
+                                "neurons": det["neurons_added"]})
         ctx.emit(Event("grow_width", result.site.where, arch, model.arch_string(), params, count_params(model),
                        change, details))
 
