@@ -35,6 +35,8 @@ BASES = {
     "method=adn": {"method": "adn", **SYNTH, **CONV, "method.latency_batch": 4},
     "method=fixed": {"method": "fixed", **SYNTH, **CONV},
     "method=randgrow": {"method": "randgrow", **SYNTH, **CONV},
+    "model=gromo_mlp": {"model": "gromo_mlp", **SYNTH},  # selects method=tiny
+    "method=gradmax": {"model": "gromo_mlp", "method": "gradmax", **SYNTH},
 }
 TRIED = {"keys": 0, "cases": 0, "one_line": 0, "trained": 0}  # printed at the end (pytest -s)
 

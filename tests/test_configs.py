@@ -28,7 +28,8 @@ TINY_MODEL = {
     "reducenet": {"model.depth": 8}, "timm": {}, "gromo_mlp": {},
 }
 # A method or data option that needs a model other than the default one.
-PARTNER = {("method", "reducenet"): "reducenet", ("method", "sws"): "sws_aux", ("data", "synthetic_text"): "bert"}
+PARTNER = {("method", "reducenet"): "reducenet", ("method", "sws"): "sws_aux", ("data", "synthetic_text"): "bert",
+           ("method", "tiny"): "gromo_mlp", ("method", "gradmax"): "gromo_mlp"}
 
 
 def _build_overrides(group, option) -> dict:

@@ -207,6 +207,7 @@ EVERY_METHOD = {
     "reducenet": {"model": "reducenet", "trainer.batch_size": 256},
     "adn": {"method": "adn", "model.arch": "2-2-1"},
     "sws": {"model": "sws_aux", **TINY_AUX},
+    "tiny": {"model": "gromo_mlp", "grow.interval": 1},  # GroMo width growth (method=tiny)
 }
 
 
@@ -231,7 +232,7 @@ def _files(run_dir):
 def test_rerun_of_a_finished_run_changes_nothing_and_a_cut_finish_is_redone(name, tmp_path):
     from benchmarks.common import compose
     over = {"trainer.epochs": 2, "trainer.progress": "false", **EVERY_METHOD[name]}
-    cfg = compose(**over) if name == "sws" else tiny_cfg(**over)  # the aux has no arch/widths keys
+    cfg = compose(**over) if name in ("sws", "tiny") else tiny_cfg(**over)  # they have no arch/widths keys
     first = run_job(cfg, tmp_path)
     assert first["status"] == "completed"
     before = _files(tmp_path)

@@ -70,6 +70,8 @@ MORE = {
     "method.load_head": {"bool"},                    # auto | true | false
     "method.eval_configs": {"list"},                 # all | extremes | a list of configs
     "method.export": {"list", "null"},               # base | super | all | TFF | [true,false,false] | null
+    "method.layer": {"int"},                         # best | a hidden-layer index (tiny, gradmax)
+    "method.scale": {"float", "str"},                # line_search | a float (tiny, gradmax)
 }
 WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string", "list": "a list",
          "dict": "a mapping, e.g. {key: value}", "null": "null"}

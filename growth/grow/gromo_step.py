@@ -9,7 +9,8 @@ training cost. Options (all optional):
 | key     | values                          | default                                    |
 |---------|---------------------------------|--------------------------------------------|
 | how     | "tiny" or "gradmax"             | "tiny"                                     |
-| layer   | hidden-layer index, or "best"   | "best": the largest first-order improvement|
+| layer   | hidden-layer index, "best", or  | "best": the largest first-order improvement|
+|         | a list of indices (best of them)| (a list: of those layers only)             |
 | neurons | at most this many new neurons   | None: every significant singular direction |
 | scale   | a float > 0, or "line_search"   | tiny: "line_search"; gradmax: 1.0          |
 | delta   | TINY also moves the existing    | tiny: True; gradmax: False (must be)       |
@@ -93,8 +94,10 @@ def check_options(model, options: dict | None) -> dict:
         raise ConfigError("gromo.how", how, f"allowed: {', '.join(METHODS)}")
     layer = opts.setdefault("layer", "best")
     n_hidden = len(model.hidden)
-    if layer != "best" and not (isinstance(layer, int) and 0 <= layer < n_hidden):
-        raise ConfigError("gromo.layer", layer, f"'best' or a hidden-layer index 0..{n_hidden - 1}")
+    index = lambda j: isinstance(j, int) and not isinstance(j, bool) and 0 <= j < n_hidden
+    listed = isinstance(layer, (list, tuple)) and layer and all(map(index, layer)) and len(set(layer)) == len(layer)
+    if layer != "best" and not index(layer) and not listed:
+        raise ConfigError("gromo.layer", layer, f"'best', a hidden-layer index 0..{n_hidden - 1} or a list of them")
     k = opts.setdefault("neurons", None)
     if k is not None and not (isinstance(k, int) and k >= 1):
         raise ConfigError("gromo.neurons", k, "null (all significant) or an int >= 1")
@@ -195,14 +198,17 @@ def grow_step(model, batches, options: dict | None = None) -> tuple[GrowthResult
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            if opts["layer"] != "best":  # statistics of that layer only
-                net.set_growing_layers(index=opts["layer"])
+            choice = opts["layer"]
+            if isinstance(choice, int):  # statistics of that layer only
+                net.set_growing_layers(index=choice)
+            elif choice != "best":  # those layers only (e.g. the ones not at their largest width yet)
+                net._growing_layers = [net._growable_layers[j] for j in choice]
             loss, _ = compute_statistics(net, data, opts["loss"], device=device)
             net.compute_optimal_updates(maximum_added_neurons=opts["neurons"], compute_delta=opts["delta"],
                                         **METHODS[how])
             details["improvement_per_layer"] = {_hidden_index(net, m): float(m.first_order_improvement)
                                                 for m in net._growing_layers}
-            if opts["layer"] == "best":
+            if not isinstance(choice, int):
                 net.select_best_update()  # deletes the other layers' updates
             else:
                 net.select_update(0)
