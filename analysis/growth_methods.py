@@ -27,14 +27,15 @@ BACKBONES = {"resnet_basic": "ResNet", "resnet_bottleneck": "Bottleneck", "vgg":
 MISSING = "-"
 
 NOTE = ("Cells: test accuracy %, mean ± std over seeds (deployed params of the final model, mean). "
-        "Equal cost: val accuracy % when the run had spent the backbone's budget of training MACs (forward "
-        "+ backward), the total of its cheapest run, interpolated between epochs ('k of n runs': only k had a model "
-        "that cheap); in brackets the method's own training MACs at its end (mean). '-': no run of that method on that backbone; 'k configs': its "
-        "runs differ in more than the seed (see the accuracy table). MoGrow appears only as a name in the "
-        "thesis's plotting script (no code, no text), so it has no column. TINY and GradMax run on the MLP "
-        "backbone only: GroMo serves our gromo_mlp family, not the RepUnit conv nets. The fixed column trains "
-        "model.max_arch from the start (the arch the growing methods end at is not known in advance); "
-        "growing runs start at model.arch and may grow up to model.max_arch and grow.max_params.")
+        "Equal cost: val accuracy % when the run had spent the backbone's budget of training MACs "
+        "(forward + backward), the total of its cheapest run, interpolated between epochs ('k of n runs': "
+        "only k had a model that cheap); in brackets the method's own training MACs at its end (mean). "
+        "'-': no run of that method on that backbone; 'k configs': its runs differ in more than the seed "
+        "(see the accuracy table). MoGrow appears only as a name in the thesis's plotting script (no code, "
+        "no text), so it has no column. TINY and GradMax run on the MLP backbone only: GroMo serves our "
+        "gromo_mlp family, not the RepUnit conv nets. The fixed column trains model.max_arch from the start "
+        "(the arch the growing methods end at is not known in advance); growing runs start at model.arch "
+        "and may grow up to model.max_arch and grow.max_params.")
 
 
 def backbone_label(model: str) -> str:
@@ -123,9 +124,6 @@ def growth_methods_table(runs, epochs, events, out_dir) -> list:
     runs = runs[runs["method"].isin([m for m, _ in COLUMNS])]
     if not runs["method"].isin(GROWING).any():
         return []
-    numbers = numbers_frame(runs, epochs)
-    for column in ("deploy_params_mean", "train_macs_total_mean", "_acc", "_at"):
-        if column not in numbers.columns:  # no cell has a run (cannot happen past the check above)
-            numbers[column] = None
-    display = display_frame(numbers)
-    return write_table(display, numbers.drop(columns=["_acc", "_at"]), out_dir, "growth_methods", NOTE)
+    numbers = numbers_frame(runs, epochs)  # some cell has runs: a growing method's
+    return write_table(display_frame(numbers), numbers.drop(columns=["_acc", "_at"]), out_dir,
+                       "growth_methods", NOTE)
