@@ -20,7 +20,7 @@ from typing import Callable
 
 import pandas as pd
 
-from analysis import adagrow, adn, cost, pareto, reducenet, tables, trajectory
+from analysis import adagrow, adn, cost, growth_methods, pareto, reducenet, tables, trajectory
 from analysis import sws
 
 
@@ -43,6 +43,8 @@ PIECES = {
     "training_cost": Piece("Training cost: val accuracy vs cumulative training MACs", cost.training_cost),
     "adagrow": Piece("AdaGrow: method x grow mode, and the seed's table", adagrow.adagrow_tables,
                      methods=("adagrow",)),
+    "growth_methods": Piece("Growth methods per backbone (the AdaGrow thesis's layout), and at equal training cost",
+                            growth_methods.growth_methods_table, methods=growth_methods.GROWING),
     "adn": Piece("ADN: every skip config vs individually trained nets", adn.adn_report, methods=("adn",)),
     "reducenet": Piece("ReduceNet: teacher vs student vs the student's shape from scratch",
                        reducenet.reducenet_pieces, methods=("reducenet",)),

@@ -10,6 +10,11 @@
     table: {rows: [method, grow_mode], metrics: [final_val_acc, test_acc]}
 
 A literal list value (e.g. widths) is written as a string: `model.widths: "[8,12,16]"`.
+
+A run line may carry its own `scales:` for values that differ by run at a scale (a size budget per
+model, say): `- {model: vgg, grow.max_params: 42146, scales: {cifar: {grow.max_params: 667370}}}`.
+Precedence: common < the run line < the experiment's scale < the run line's scale. A run line may only
+name scales the experiment defines.
 """
 import itertools
 import json
@@ -52,7 +57,13 @@ def expand_jobs(exp: dict, scale: str | None = None) -> list[dict]:
         raise ValueError(f"--scale={scale!r}: allowed: {', '.join(sorted(scales)) or 'none defined'}")
     combos = []
     for run in exp["runs"]:
-        spec = {**(exp.get("common") or {}), **(run or {}), **(scales.get(scale) or {})}
+        run = dict(run or {})
+        own = run.pop("scales", None) or {}
+        unknown = sorted(set(own) - set(scales))
+        if unknown:
+            raise ValueError(f"a run line's scales {unknown} are not among the experiment's scales; "
+                             f"allowed: {', '.join(sorted(scales)) or 'none defined'}")
+        spec = {**(exp.get("common") or {}), **run, **(scales.get(scale) or {}), **(own.get(scale) or {})}
         for combo in _product(spec):
             for seed in exp["seeds"]:
                 combos.append({**combo, "seed": seed})

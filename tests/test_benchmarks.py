@@ -60,6 +60,11 @@ def test_quick_run_writes_json_and_rows(tmp_path):
     event = json.loads((out / "growth_event_cost.json").read_text())
     assert event["extrapolated"] is True and "EXTRAPOLATED" in event["measured"]
     assert {e["kind"] for e in event["details"]["events"]} == {"grow_width", "grow_depth"}
+    # every registered growth method, side by side; the headline stays AdaGrow's
+    from benchmarks.growth_event_cost import methods
+    assert {"adagrow", "randgrow", "net2net"} <= set(event["ratios"]) == set(methods())
+    assert event["ratio"] == event["ratios"]["adagrow"] and all(positive(r) for r in event["ratios"].values())
+    assert all(len(m["events"]) == 2 for m in event["details"]["per_method"].values())
 
 
 def test_adagrow_vs_fixed_cost_to_reach_and_never_reached():
