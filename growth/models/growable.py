@@ -82,7 +82,7 @@ def sites(model, kind: str) -> list[Site]:
     """A model's sites of one kind ([] when it cannot grow that way)."""
     if kind not in SITE_KINDS:
         raise ValueError(f"site kind {kind!r}: allowed {', '.join(SITE_KINDS)}")
-    lister = getattr(model, f"{kind}_sites", None)
+    lister = getattr(model, "head_sites" if kind == "heads" else f"{kind}_sites", None)  # kind heads: head_sites
     return list(lister()) if lister is not None else []
 
 
