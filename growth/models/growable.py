@@ -10,7 +10,8 @@ Site kinds (a family lists only those it has; an empty list means "cannot grow t
 
 | kind     | what grows                                         | families                          |
 |----------|----------------------------------------------------|-----------------------------------|
-| depth    | a new block at the end of a stage / a new layer    | every growable family             |
+| depth    | a new block at the end of a stage (conv nets) /    | every growable family             |
+|          | a new layer at insert position p (ViT, BERT)       |                                   |
 | branch   | a new kernel branch in one RepUnit (AdaGrow width) | conv nets (RepUnit)               |
 | width    | more channels / neurons in one stage               | conv nets (Net2Net, SplitGrow...) |
 | heads    | one more attention head in every layer             | ViT, BERT                         |
