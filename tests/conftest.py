@@ -34,6 +34,13 @@ def tiny_cfg(**over) -> dict:
     return compose(**{**defaults, **over})
 
 
+def grow_ctx(model):
+    """The least of a run context a method's growth step reads: the model, and `grow` (as RunContext.grow,
+    without the optimizer's side)."""
+    from types import SimpleNamespace
+    return SimpleNamespace(model=model, grow=lambda site, how=None: model.grow(site, how or {}))
+
+
 @torch.no_grad()
 def out(model, x):
     """Eval-mode output."""

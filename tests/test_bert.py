@@ -310,6 +310,7 @@ def test_vit_insert_position_still_follows_norm1():
         for b, g in zip(vit.blocks, (0.5, -2.0, 1.0)):
             b.norm1.weight.fill_(g)
     fixed = SimpleNamespace(faithful=lambda switch: False)
-    position, scores = AdaGrow.insert_position(fixed, vit)
-    assert position == 2 and scores == {0: 0.5, 1: 2.0, 2: 1.0}  # after the block of largest mean |gamma|
-    assert AdaGrow.insert_position(SimpleNamespace(faithful=lambda switch: True), vit) == (None, {})
+    site, scores = AdaGrow.insert_position(fixed, vit)
+    assert (site.kind, site.index) == ("depth", 2) and scores == {0: 0.5, 1: 2.0, 2: 1.0}  # after the block
+    # of largest mean |gamma|; faithful appends (the last depth site, position 3)
+    assert AdaGrow.insert_position(SimpleNamespace(faithful=lambda switch: True), vit) == (vit.depth_sites()[3], {})

@@ -52,13 +52,11 @@ def _transformer(family):
 
 def _positions(family, events=4, **over):
     """Where RandGrow puts each of `events` new layers (the event's `position`), from d2 to d6."""
-    from types import SimpleNamespace
-
     from growth.methods import build_method
-    from tests.conftest import tiny_cfg
+    from tests.conftest import grow_ctx, tiny_cfg
 
     method = build_method(tiny_cfg(**{"method": "randgrow", "grow_mode": "depth", **over}))
-    trainer = SimpleNamespace(model=_transformer(family))
+    trainer = grow_ctx(_transformer(family))
     out = []
     for _ in range(events):
         event = method.grow_layer(trainer)

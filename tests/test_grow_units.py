@@ -16,7 +16,7 @@ from growth.grow.init import INITIALIZERS, PRESERVING, initialize, normalize
 from growth.grow.policy import candidate_stages, choose_stage, rank_units, unit_saliency
 from growth.methods.adagrow import _reset_bn_stats_like_original
 from growth.models import create_model
-from tests.conftest import max_diff, out
+from tests.conftest import grow_ctx, max_diff, out
 
 WIDTHS = {3: [8, 12, 16], 4: [8, 12, 16, 20]}
 
@@ -510,16 +510,15 @@ def _record_references(monkeypatch):
 def test_width_growth_fits_to_the_old_network(monkeypatch, variant):
     """The original fits every new branch to the network before this growth event (it deep-copies the net
     and reads the old one): branches added earlier in the same event must not enter the statistics."""
-    from types import SimpleNamespace
     calls = _record_references(monkeypatch)
     model = make([1, 1, 0])
     old = {id(p) for p in model.parameters()}
     old_unit = {id(u): {id(p) for p in u.parameters()} for u in units(model)}
-    detail = _adagrow("global_fitting", variant).grow_width(SimpleNamespace(model=model))
+    detail = _adagrow("global_fitting", variant).grow_width(grow_ctx(model))
     assert len(calls) == len(detail["where"]) == 6
     assert all(ref == old for _, ref in calls)
     calls.clear()
-    _adagrow("local_fitting", variant).grow_width(SimpleNamespace(model=model))
+    _adagrow("local_fitting", variant).grow_width(grow_ctx(model))
     assert len(calls) == 6
     for branch, ref in calls:  # the same unit's branches as they were (one added by the previous event)
         unit = next(u for u in units(model) if u.branches[-1] is branch)
@@ -533,7 +532,6 @@ def test_width_growth_fits_to_the_old_network(monkeypatch, variant):
 def test_depth_growth_fits_to_the_old_network(monkeypatch, variant, switches, offset):
     """global: all old parameters; local: the last old block of the stage (the original: block len-2,
     its own switch `local_neighbour`)."""
-    from types import SimpleNamespace
     calls = _record_references(monkeypatch)
     model = make([1, 2, 0])
     old = {id(p) for p in model.parameters()}
@@ -542,10 +540,10 @@ def test_depth_growth_fits_to_the_old_network(monkeypatch, variant, switches, of
         for bn in bns(model.downs[0]):
             bn.weight.fill_(3.0)  # fixed saliency: stage 1 wins
     ada = _adagrow("global_fitting", variant)
-    assert ada.grow_depth(SimpleNamespace(model=model))["stage"] == 1
+    assert ada.grow_depth(grow_ctx(model))["stage"] == 1
     assert len(calls) == 1 and calls[0][0] is model.stages[1][-1] and calls[0][1] == old
     calls.clear()
     ada = _adagrow("local_fitting", variant, **switches)
     ada.last_stage = 0
-    assert ada.grow_depth(SimpleNamespace(model=model))["stage"] == 1  # stage 1 now holds 3 old blocks
+    assert ada.grow_depth(grow_ctx(model))["stage"] == 1  # stage 1 now holds 3 old blocks
     assert calls[0][1] == {id(p) for p in model.stages[1][3 - offset].parameters()}

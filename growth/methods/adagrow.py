@@ -28,6 +28,7 @@ from growth.engine.event import Event
 from growth.measure import count_params
 from growth.methods.base import Method, choice
 from growth.methods.registry import register_method
+from growth.models.growable import is_growable, sites
 
 log = logging.getLogger("growth")
 SWITCHES = ("saliency", "transfer_buffers", "zero_init", "schedule", "threshold", "local_neighbour", "min_units")
@@ -76,7 +77,7 @@ class AdaGrow(Method):
     # ---- setup: check the model can grow as asked, before any training ----------------------------
     def setup(self, ctx) -> None:
         model = ctx.model
-        if not hasattr(model, "grow_depth"):
+        if not is_growable(model):
             from growth.models import growable_families
             raise ConfigError("model", getattr(model, "family", type(model).__name__),
                               f"{self.name} needs a growable model: {', '.join(growable_families())}")
@@ -151,7 +152,7 @@ class AdaGrow(Method):
     def _kind_for(self, model, kind: str) -> str:
         """Transformers grow heads where conv nets grow width; a full dimension falls back to the other
         (as the original does at max heads)."""
-        if not hasattr(model, "grow_heads"):
+        if not sites(model, "heads"):
             return kind
         if kind == "width":
             return "depth" if self._heads_full(model) else "heads"
@@ -173,55 +174,81 @@ class AdaGrow(Method):
                          "branches_before": before["branches"], "branches_after": _branches(model),
                          "initializer": self.init_name, **detail})
 
+    # Where: every choice is a site of the model's own lists (growth/models/growable.py), grown through
+    # ctx.grow. KEEP_INIT leaves the family's default init on the new module (the conv nets' depth sites
+    # would otherwise zero-init it); the method's initializer runs next, exactly as before sites existed.
+    KEEP_INIT = {"init": "original"}
+
     def choose_stage(self, model):
-        return choose_stage(model, self.max_arch, self.last_stage, self.faithful("saliency"))
+        """(depth site, saliency per candidate stage): a conv net's stage by stage saliency."""
+        stage, scores = choose_stage(model, self.max_arch, self.last_stage, self.faithful("saliency"))
+        return _site(model.depth_sites(), stage), scores
 
     def insert_position(self, model):
-        """Where a transformer's new block goes: faithful appends (the original's prefix bug makes every
-        insertion an append); fixed inserts after the layer of largest `model.layer_saliency()` (mean
-        |gamma| of a LayerNorm per layer: ViT's norm1, BERT's attention-output norm)."""
+        """(depth site, saliency per layer): where a transformer's new layer goes. Faithful appends (the
+        original's prefix bug makes every insertion an append); fixed inserts after the layer of largest
+        `model.layer_saliency()` (mean |gamma| of a LayerNorm per layer: ViT's norm1, BERT's
+        attention-output norm)."""
+        positions = model.depth_sites()  # site p: the new layer goes in at index p (after layer p - 1)
         if self.faithful("saliency"):
-            return None, {}
+            return positions[-1], {}
         scores = dict(enumerate(model.layer_saliency()))
-        return (max(scores, key=scores.get) + 1 if scores else 0), scores
+        return _site(positions, max(scores, key=scores.get) + 1 if scores else 0), scores
 
     def grow_layer(self, ctx) -> dict:
         model = ctx.model
-        position, scores = self.insert_position(model)
+        site, scores = self.insert_position(model)
         old_params = list(model.parameters())
-        local = list(model.blocks[-1].parameters()) if model.depth else None
-        block = model.grow_depth(0, position)
+        local = self._local_layer(model)
+        block = ctx.grow(site, self.KEEP_INIT).modules[0]
         self._init_new(block, old_params, local)
-        at = model.depth - 1 if position is None else position
-        return {"where": f"layer {at}", "position": at, "saliency": scores, "new_params": list(block.parameters())}
+        return {"where": site.where, "position": site.index, "saliency": scores,
+                "new_params": list(block.parameters())}
 
     def grow_heads(self, ctx) -> dict:
         model = ctx.model
         old_params = list(model.parameters())
-        groups = model.grow_heads(1)
-        for block, group in zip(model.blocks, groups):
-            self._init_new(group, old_params, list(block.attn.parameters()))
+        groups = ctx.grow(model.head_sites()[0], {**self.KEEP_INIT, "n": 1}).modules
+        for i, group in enumerate(groups):
+            self._init_new(group, old_params, self._local_heads(model, i))
         return {"where": f"{len(groups)} layer(s)", "new_params": [p for g in groups for p in g.parameters()]}
 
     def grow_depth(self, ctx) -> dict:
         model = ctx.model
-        if hasattr(model, "grow_heads"):
+        if _layer_stack(model):
             return self.grow_layer(ctx)
-        stage, scores = self.choose_stage(model)
-        old_params, local = list(model.parameters()), self._local_block(list(model.stages[stage]))
-        block = model.grow_depth(stage)
+        site, scores = self.choose_stage(model)
+        old_params, local = list(model.parameters()), self._local_block(model, site.index)
+        block = ctx.grow(site, self.KEEP_INIT).modules[0]
         self._init_new(block, old_params, local)
         if self.faithful("transfer_buffers"):
             _reset_bn_stats_like_original(model, exclude=block)
-        self.last_stage = stage
-        return {"where": f"stage {stage}", "stage": stage, "saliency": scores,
+        self.last_stage = site.index
+        return {"where": site.where, "stage": site.index, "saliency": scores,
                 "new_params": list(block.parameters())}
 
-    def _local_block(self, old_blocks):
-        """local_fitting's neighbour for a new block: the original reads block len-2 of the grown stage
-        (an off-by-one); fixed reads the last one. None (fallback N(0, meta)) when there is none."""
+    # local_fitting's neighbours. The site protocol does not name a new module's neighbours, so these read
+    # the family's structure; they run only for local_fitting (no other initializer reads them).
+    def _local_block(self, model, stage: int):
+        """A conv net's new block: the original reads block len-2 of the grown stage (an off-by-one);
+        fixed reads the last one. None (fallback N(0, meta)) when there is none."""
+        if self.init_name != "local_fitting":
+            return None
+        old_blocks = list(model.stages[stage])
         idx = len(old_blocks) - (2 if self.faithful("local_neighbour") else 1)
         return list(old_blocks[idx].parameters()) if 0 <= idx < len(old_blocks) else None
+
+    def _local_layer(self, model):
+        """A transformer's new layer: the last layer before growth, wherever the new one goes."""
+        if self.init_name != "local_fitting" or not model.depth:
+            return None
+        return list(model.blocks[-1].parameters())
+
+    def _local_heads(self, model, layer: int):
+        """Layer `layer`'s new head group: that layer's attention, the new group included (as before)."""
+        if self.init_name != "local_fitting":
+            return None
+        return list(model.blocks[layer].attn.parameters())
 
     def _init_new(self, module, old_params, local_params) -> None:
         """Initialise a new block, branch or head group. The fitting initializers fit to every parameter
@@ -235,21 +262,24 @@ class AdaGrow(Method):
         return units_to_grow(self.ratio, n_units, not self.faithful("min_units"))
 
     def choose_units(self, model):
-        return rank_units(model, self.ratio, self.faithful("saliency"), not self.faithful("min_units"))
+        """[(branch site, its RepUnit, saliency)]: the most salient units."""
+        by_name = {site.index: site for site in model.branch_sites()}  # a branch site's index: the unit's name
+        return [(by_name[name], unit, score) for name, unit, score in
+                rank_units(model, self.ratio, self.faithful("saliency"), not self.faithful("min_units"))]
 
     def grow_width(self, ctx) -> dict:
         model = ctx.model
         chosen, new_params, where, kernels = self.choose_units(model), [], [], []
         old_params = list(model.parameters())  # fit to the net before this event, as the original does
-        for name, unit, _score in chosen:
+        for site, unit, _score in chosen:
             local = list(unit.parameters())  # the unit's branches before this one
             kernel = sample_kernel(unit, self.rng)
-            branch = unit.add_branch(kernel)
+            branch = ctx.grow(site, {**self.KEEP_INIT, "kernel": kernel}).modules[0]
             self._init_new(branch, old_params, local)
             new_params += list(branch.parameters())
-            where.append(name)
+            where.append(site.where)
             kernels.append(list(kernel))
-        return {"where": where, "kernels": kernels, "saliency": {n: s for n, _, s in chosen},
+        return {"where": where, "kernels": kernels, "saliency": {site.index: s for site, _, s in chosen},
                 "new_params": new_params}
 
     def _adam_fit(self, ctx, params) -> None:
@@ -285,6 +315,17 @@ class AdaGrow(Method):
         self.rng.setstate(state["rng"])
         self.last_growth_epoch, self.val_history = state["last_growth_epoch"], list(state["val_history"])
         self.stopped, self.trajectory = state["stopped"], list(state["trajectory"])
+
+
+def _site(options: list, index):
+    """The site of `options` at `index` (a stage, an insert position)."""
+    return next(site for site in options if site.index == index)
+
+
+def _layer_stack(model) -> bool:
+    """Depth sites are insert positions in one stack of layers (ViT, BERT: ranked by layer saliency),
+    not stages (conv nets: ranked by stage saliency)."""
+    return hasattr(model, "layer_saliency")
 
 
 def _branches(model) -> int:

@@ -8,9 +8,8 @@ Transformers (ViT, BERT) have one stack of layers: a new layer goes after an exi
 saliency. `round_robin`: after layer 0 first, then after the layer that follows the previous new one,
 wrapping to layer 0 past the end (the new layers spread evenly); `random`: after a layer drawn from the RNG.
 """
-from growth.blocks import RepUnit
 from growth.errors import ConfigError
-from growth.methods.adagrow import AdaGrow
+from growth.methods.adagrow import AdaGrow, _site
 from growth.methods.registry import register_method
 
 WHERE = ("round_robin", "random")
@@ -32,27 +31,31 @@ class RandGrow(AdaGrow):
         return {**super().variants, "where": self.where}
 
     def choose_stage(self, model):
-        cands = [i for i, (d, m) in enumerate(zip(model.depths, self.max_arch)) if d < m]
+        """(depth site, {}): a stage below its max, drawn or in turn."""
+        cands = [site for site in model.depth_sites() if model.depths[site.index] < self.max_arch[site.index]]
         if self.where == "random":
             return self.rng.choice(cands), {}
         n = len(model.depths)
-        stage = next(s % n for s in range(self.next_stage, self.next_stage + n) if s % n in cands)
+        stage = next(s % n for s in range(self.next_stage, self.next_stage + n) if s % n in
+                     {site.index for site in cands})
         self.next_stage = stage + 1
-        return stage, {}
+        return _site(cands, stage), {}
 
     def insert_position(self, model):
-        """(position, {}): the new layer goes in at `position`, i.e. after layer position - 1."""
-        depth = model.depth
-        if depth == 0:
-            return 0, {}
+        """(depth site, {}): the new layer goes in at the site's position, i.e. after layer position - 1."""
+        positions = model.depth_sites()
+        if model.depth == 0:
+            return positions[0], {}
         if self.where == "random":
-            return self.rng.randint(1, depth), {}
-        position = self.next_layer % depth + 1
+            return self.rng.choice(positions[1:]), {}  # after one of the layers (as randint(1, depth) draws)
+        position = self.next_layer % model.depth + 1
         self.next_layer = position + 1  # the layer after the new one
-        return position, {}
+        return _site(positions, position), {}
 
     def choose_units(self, model):
-        units = [(name, m) for name, m in model.named_modules() if isinstance(m, RepUnit)]
+        """[(branch site, its RepUnit, 0.0)]: drawn, or the next ones in module order."""
+        modules = dict(model.named_modules())
+        units = [(site, modules[site.index]) for site in model.branch_sites()]
         n = self.units_per_event(len(units))
         if self.where == "random":
             picked = sorted(self.rng.sample(range(len(units)), n))

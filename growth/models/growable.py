@@ -10,7 +10,8 @@ Site kinds (a family lists only those it has; an empty list means "cannot grow t
 
 | kind     | what grows                                         | families                          |
 |----------|----------------------------------------------------|-----------------------------------|
-| depth    | a new block at the end of a stage / a new layer    | every growable family             |
+| depth    | a new block at the end of a stage (conv nets) /    | every growable family             |
+|          | a new layer at insert position p (ViT, BERT)       |                                   |
 | branch   | a new kernel branch in one RepUnit (AdaGrow width) | conv nets (RepUnit)               |
 | width    | more channels / neurons in one stage               | conv nets (Net2Net, SplitGrow...) |
 | heads    | one more attention head in every layer             | ViT, BERT                         |
@@ -82,7 +83,7 @@ def sites(model, kind: str) -> list[Site]:
     """A model's sites of one kind ([] when it cannot grow that way)."""
     if kind not in SITE_KINDS:
         raise ValueError(f"site kind {kind!r}: allowed {', '.join(SITE_KINDS)}")
-    lister = getattr(model, f"{kind}_sites", None)
+    lister = getattr(model, "head_sites" if kind == "heads" else f"{kind}_sites", None)  # kind heads: head_sites
     return list(lister()) if lister is not None else []
 
 

@@ -1,12 +1,20 @@
-"""What the growable transformers (ViT, BERT) share: arch strings `d{depth}h{heads}` and the arch
-properties AdaGrow's transformer growth reads. A subclass keeps its layers in `self.blocks` and the head
-count a new layer gets in `self.num_heads`."""
+"""What the growable transformers (ViT, BERT) share: arch strings `d{depth}h{heads}`, the arch
+properties AdaGrow's transformer growth reads, and the growth sites (growth/models/growable.py). A
+subclass keeps its layers in `self.blocks`, the head count a new layer gets in `self.num_heads`, and gives
+`grow_depth(stage, position)` and `init_new(module)`.
+
+Sites: depth = one per insert position p in 0..depth (the new layer goes in at index p, after layer
+p - 1); heads = one site, "one more head group in every layer". No branch or width sites: growing the
+hidden size (embedding width) is out of scope, so those lists are empty.
+"""
 import re
 
 from torch import nn
 
 from growth.errors import ConfigError
+from growth.grow.init import initialize
 from growth.models.base import SpecModel
+from growth.models.growable import GrowthResult, Site
 
 _ARCH = re.compile(r"^d(\d+)h(\d+)$")
 
@@ -74,6 +82,44 @@ class TransformerArch(SpecModel):
         for g in new:
             self.init_new(g)
         return new
+
+    # ---- growth sites (growth/models/growable.py) -------------------------------------------------
+    def depth_sites(self) -> list[Site]:
+        return [Site("depth", p, f"layer {p}") for p in range(self.depth + 1)]
+
+    def head_sites(self) -> list[Site]:
+        return [Site("heads", "all", "all layers")]
+
+    def branch_sites(self) -> list[Site]:
+        return []  # no RepUnits
+
+    def width_sites(self) -> list[Site]:
+        return []  # hidden-size growth is out of scope
+
+    def grow(self, site: Site, how: dict | None = None) -> GrowthResult:
+        """Grow one site. `how` per kind:
+        depth: a new layer at position `site.index` (grow_depth, the family's default init);
+        heads: {"n": heads per layer} (default 1) more heads in every layer (grow_heads);
+        both:  optional "init" (growth/grow/init.py) and "meta" applied to each new module; without
+               "init" the family's own init stays (unlike the conv nets' depth sites, whose default is
+               the function-preserving "zero")."""
+        how = dict(how or {})
+        if site.kind == "depth":
+            if site.index not in range(self.depth + 1):
+                raise ValueError(f"depth site {site.index!r}: positions 0..{self.depth}")
+            modules = [self.grow_depth(0, site.index)]
+            details = {"position": site.index}
+        elif site.kind == "heads":
+            n = int(how.get("n", 1))
+            modules = self.grow_heads(n)
+            details = {"heads": n, "layers": len(modules)}
+        else:
+            raise ValueError(f"{type(self).__name__} has no {site.kind} sites")
+        if "init" in how:
+            for module in modules:
+                initialize(module, how["init"], how.get("meta", 0.2))
+        return GrowthResult(site, modules=modules, new=[p for m in modules for p in m.parameters()],
+                            details=details)
 
     @staticmethod
     def parse_max_arch(text) -> dict:
