@@ -18,11 +18,11 @@ def test_old_optimizer_state_is_bit_identical_after_growth(tmp_path):
     grow = trainer.method.on_epoch_end
     snap = {}
 
-    def snapshot_then_grow(tr, epoch):  # the optimizer as it stands just before the growth event
-        opt = tr.optimizer
+    def snapshot_then_grow(ctx, epoch):  # the optimizer as it stands just before the growth event
+        opt = trainer.optimizer
         snap.update(state={id(p): {k: v.clone() for k, v in opt.state[p].items()} for p in opt.state},
                     groups={id(p): gi for gi, g in enumerate(opt.param_groups) for p in g["params"]})
-        return grow(tr, epoch)
+        return grow(ctx, epoch)
 
     trainer.method.on_epoch_end = snapshot_then_grow
     trainer.run_epoch(1)  # trains, then grows once (interval 1)

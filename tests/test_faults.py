@@ -150,9 +150,9 @@ def test_sws_descendant_resumes_without_its_learngene_file(tmp_path, monkeypatch
     full = run_job(cfg, tmp_path / "full")
     original = SWS.on_epoch_end
 
-    def stop_after_one(self, trainer, epoch):
-        trainer.stop_requested = "test stop"  # the run stops at epoch 2's first step, checkpoint at 1
-        return original(self, trainer, epoch)
+    def stop_after_one(self, ctx, epoch):
+        ctx._trainer.stop_requested = "test stop"  # the run stops at epoch 2's first step, checkpoint at 1
+        return original(self, ctx, epoch)
     monkeypatch.setattr(SWS, "on_epoch_end", stop_after_one)
     assert run_job(cfg, tmp_path / "part")["status"] == "interrupted"
     monkeypatch.setattr(SWS, "on_epoch_end", original)
