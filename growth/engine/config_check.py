@@ -67,7 +67,9 @@ MORE = {
     "method.layers_source": {"list"},                # auto | one source stage per layer
     "method.load_head": {"bool"},                    # auto | true | false
     "method.eval_configs": {"list"},                 # all | extremes | a list of configs
-    "method.export": {"list", "null"},               # base | super | all | TFF | [true,false,false] | null
+    "method.export": {"list", "null"},
+    "method.max_widths": {"list"},                   # null | one width per stage
+    "method.batches": {"null"},                      # a count | null (the whole pass)               # base | super | all | TFF | [true,false,false] | null
 }
 WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string", "list": "a list",
          "dict": "a mapping, e.g. {key: value}", "null": "null"}

@@ -59,6 +59,7 @@ class StagedRepNet(SkippableMixin, SpecModel):
     STEM_BIAS = True  # the original's stem conv has a bias (ResNet, VGG) or not (MobileNet)
     DEFAULT_DOWNSTREAM_ACT = True
     supports_skip = False  # families whose blocks are residual opt in (ADN)
+    grown_keys = ("depths", "widths")  # width growth (Net2Net, SplitGrow) changes the widths too
 
     def __init__(self, depths=(1, 1, 1), widths=None, in_chans=3, num_classes=10, stem_stride=1,
                  downstream_act=True, skippable=False, **family):
