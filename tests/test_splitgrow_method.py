@@ -232,3 +232,32 @@ def test_resume_after_a_split_equals_the_uninterrupted_run(tmp_path, monkeypatch
     for key in ("test_acc", "widths", "trajectory", "deploy_params", "train_macs_total"):
         assert full[key] == resumed[key], key
     assert RunRecord(tmp_path / "full").events() == RunRecord(tmp_path / "part").events()
+
+
+def test_a_checkpoint_may_be_wider_than_the_config_never_narrower():
+    """Resume rebuilds the grown model from the checkpoint: wider stages (and other depths) are growth;
+    a narrower stage cannot be, and is refused as another model."""
+    from growth.engine.checkpoint import check_compatible
+    model = ResNetBasic([1, 1, 1], [8, 12, 16], 1, 10, 1)
+    spec = model.arch_spec()
+    ckpt = lambda **kw: {"arch_spec": {**spec, "kwargs": {**spec["kwargs"], **kw}}}
+    check_compatible(ckpt(widths=[9, 12, 20], depths=[2, 1, 1]), model, "trainer.resume", "p")
+    with pytest.raises(ConfigError, match=r"checkpoint widths \[8, 11, 16\] are not model.widths"):
+        check_compatible(ckpt(widths=[8, 11, 16]), model, "trainer.resume", "p")
+    with pytest.raises(ConfigError, match="does not match"):
+        check_compatible(ckpt(widths=[8, 12, 16], num_classes=3), model, "trainer.resume", "p")
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_split_the_same_channels(tmp_path):
+    """Each rank draws its own shard of batches; the splitting matrices are summed over the ranks
+    (ctx.all_sum), so both choose the same channels: the run itself stops unless both ranks end with
+    bit-identical weights."""
+    from tests.test_ddp import torchrun
+    import json
+    args = ["method=splitgrow", "model.widths=[8,12,16]", "grow.interval=1", "trainer.epochs=2",
+            "method.batches=2", "trainer.device=cpu", "trainer.progress=false"]
+    torchrun(tmp_path, args)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 2
+    assert sum(summary["widths"]) > 36 and summary["growth_events"] > 0

@@ -50,6 +50,7 @@ per batch; equal when the batches have one size).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -216,7 +217,7 @@ def _check_wiring(cap: _Capture, act, c, d, layer):
 
 
 def _reiterable(batches, passes: int):
-    if passes > 1 and iter(batches) is batches:
+    if passes > 1 and isinstance(batches, Iterator):  # asks without iterating (a DataLoader would start)
         raise ValueError("the neurons need several passes (memory bound): pass a list or a DataLoader, "
                          "not a one-shot iterator")
 
