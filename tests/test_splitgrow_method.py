@@ -166,6 +166,17 @@ def test_max_widths_caps_each_stage(tmp_path):
         assert trainer.method.stopped.startswith("every stage reached")
 
 
+def test_growth_stops_at_max_events_and_max_params(tmp_path):
+    trainer = _trainer(tmp_path / "a", **{"grow.max_events": 1})
+    trainer.call_hook(trainer.method.on_epoch_end, 1)
+    widths = list(trainer.model.widths)
+    trainer.call_hook(trainer.method.on_epoch_end, 2)
+    assert trainer.model.widths == widths != [8, 12, 16] and "grow.max_events=1" in trainer.method.stopped
+    trainer = _trainer(tmp_path / "b", **{"grow.max_params": 1000})
+    trainer.call_hook(trainer.method.on_epoch_end, 1)
+    assert trainer.model.widths == [8, 12, 16] and "grow.max_params=1000" in trainer.method.stopped
+
+
 def test_mobilenet_without_downstream_activation_splits_stage_0_only(tmp_path):
     trainer = _trainer(tmp_path, model="mobilenet")
     assert set(trainer.method.skipped) == {1, 2}

@@ -11,7 +11,7 @@ ranked over all stages together, split into two copies along that eigenvector (+
   and take channels while the summed cost stays within method.ratio x the total cost (the energy-aware
   original's rounded LP, growth/grow/splitting.py `choose`);
 - a stage stops at method.max_widths[stage]; growth stops at grow.max_params deployed params or after
-  grow.max_events split steps.
+  grow.max_events split steps (steps that split something).
 Each stage that splits writes one grow_width event (its output change, the channels, their eigenvalues).
 Stages split from the last to the first, so the eigenvectors of a stage still meet the input they were
 computed for (a later split only widens that input, which Net2Net does exactly).
@@ -92,8 +92,8 @@ class SplitGrow(Method):
             return f"every stage reached method.max_widths={self.max_widths}"
         if self.max_params is not None and ctx.sizes()["deploy_params"] >= float(self.max_params):
             return f"deployed params reached grow.max_params={self.max_params}"
-        if self.max_events is not None and self.steps >= int(self.max_events):
-            return f"made grow.max_events={self.max_events} split steps"
+        if self.max_events is not None and len(self.trajectory) >= int(self.max_events):
+            return f"made grow.max_events={self.max_events} split steps"  # steps that split something
         return None
 
     def on_epoch_end(self, ctx, epoch: int) -> None:
@@ -115,7 +115,7 @@ class SplitGrow(Method):
                                      max_matrix_bytes=MAX_MATRIX_BYTES, all_sum=ctx.all_sum)
         return dict(zip(stages, pairs)), batches.samples
 
-    def choose(self, ctx, stages: list[int], eig: dict) -> dict[int, list[int]]:
+    def pick(self, ctx, stages: list[int], eig: dict) -> dict[int, list[int]]:
         """{stage: channels to split, most negative lambda first}, capped by method.max_widths."""
         model, lams = ctx.model, [eig[s][0] for s in stages]
         if self.energy_aware:
@@ -135,9 +135,9 @@ class SplitGrow(Method):
         model = ctx.model
         stages = [s for s in sorted(neurons) if self._room(model, s) > 0]
         eig, samples = self.eigen(ctx, neurons, stages)
-        chosen = self.choose(ctx, stages, eig)
+        chosen = self.pick(ctx, stages, eig)
         lam_min = {str(s): eig[s][0].min().item() for s in stages}
-        self.steps += 1
+        self.steps += 1  # every step draws its own batches, splitting or not
         if not chosen:
             log.info("split step %d: no channel has a negative splitting eigenvalue (min %s)", self.steps, lam_min)
         for s in sorted(chosen, reverse=True):  # the last stage first: see the module docstring
