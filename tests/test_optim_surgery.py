@@ -375,3 +375,21 @@ def test_two_gloo_ranks_replace_rewrap_and_stay_identical(tmp_path):
                 torch.testing.assert_close(r0[k], whole[k], rtol=1e-5, atol=1e-6)  # = the whole batch
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_tensor_grown_twice_in_one_hook_moves_its_state_through_both_maps():
+    """rows 3 -> 5 (old rows at 0, 2, 4), then columns 4 -> 6 (old columns at 1, 2, 3, 5): one chain."""
+    w = nn.Parameter(torch.randn(3, 4))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    w.grad = torch.randn(3, 4)
+    opt.step()
+    buf = opt.state[w]["momentum_buffer"].clone()
+    mid, new = nn.Parameter(torch.randn(5, 4)), nn.Parameter(torch.randn(5, 6))
+    rows, cols = torch.tensor([0, 2, 4]), torch.tensor([1, 2, 3, 5])
+    chain = [Replaced("w", w, mid, {0: rows}), Replaced("w", mid, new, {1: cols})]
+    assert replace_params(opt, chain) == 1
+    assert opt.param_groups[0]["params"] == [new] and mid not in opt.state
+    grown = opt.state[new]["momentum_buffer"]
+    expect = torch.zeros(5, 6)
+    expect[rows[:, None], cols[None, :]] = buf
+    assert torch.equal(grown, expect)

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from growth.grow.splitting import choose, neuron_macs, split_pair, splitting_eigen, splitting_matrices
+from growth.grow.splitting import (Neurons, choose, neuron_macs, split_pair, splitting_eigen, splitting_eigen_many,
+                                   splitting_matrices, splitting_matrices_many)
 from growth.models.growable import Site
 
 SITE = Site("width", 0, "test")
@@ -310,6 +311,49 @@ def test_neuron_groups_give_the_same_eigenpairs():
     assert torch.allclose((v1 * v2).sum(1).abs(), torch.ones(4), atol=1e-8)  # same up to sign
     with pytest.raises(ValueError, match="re-iterable|one-shot"):
         splitting_eigen(net, net[0], iter([(x, y)]), F.cross_entropy, max_matrix_bytes=1, **args)
+
+
+def two_layer_net(seed=11):
+    """conv+BN+tanh -> conv+BN+relu -> head: two layers whose neurons split, read in one forward."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Tanh(),
+                        nn.Conv2d(4, 5, 3, padding=1, stride=2), nn.BatchNorm2d(5), nn.ReLU(),
+                        nn.Conv2d(5, 3, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    for bn in (net[1], net[4]):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def test_several_layers_in_one_pass_equal_each_alone():
+    net = two_layer_net()
+    batches = [(torch.randn(4, 2, 6, 6), torch.randint(0, 3, (4,))) for _ in range(2)]
+    specs = [Neurons(net[0], net[2], "tanh", net[1], "output"), Neurons(net[3], net[5], "relu", net[4], "output")]
+    both = splitting_matrices_many(net, specs, batches, F.cross_entropy)
+    alone = [splitting_matrices(net, s.layer, batches, F.cross_entropy, tap=s.tap, act=s.act, bn=s.bn,
+                                tap_side=s.tap_side) for s in specs]
+    for a, b in zip(both, alone):
+        assert a.abs().max() > 0 and torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+    sums = []
+    split = splitting_matrices_many(net, specs, batches, F.cross_entropy, all_sum=lambda *t: sums.extend(t))
+    assert len(sums) == 3 and sums[-1].item() == 8  # the per-layer sums of S, then the sample count
+    assert all(torch.allclose(a, b) for a, b in zip(split, both))
+    # a memory bound of one neuron's matrix per pass: 9 passes (4 + 5 neurons), the same eigenpairs
+    class Counted(list):
+        passes = 0
+
+        def __iter__(self):
+            Counted.passes += 1
+            return super().__iter__()
+
+    one = splitting_eigen_many(net, specs, Counted(batches), F.cross_entropy)
+    assert Counted.passes == 1
+    many = splitting_eigen_many(net, specs, Counted(batches), F.cross_entropy, max_matrix_bytes=1)
+    assert Counted.passes == 1 + 9
+    for (l1, v1), (l2, v2) in zip(one, many):
+        assert torch.allclose(l1, l2, atol=1e-12) and torch.allclose((v1 * v2).sum(1).abs(), torch.ones(len(l1)))
+    with pytest.raises(ValueError, match="at most once"):
+        splitting_matrices_many(net, [specs[0], specs[0]], batches, F.cross_entropy)
 
 
 # ----------------------------------------------------------------------------- the widened tensors

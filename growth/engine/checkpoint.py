@@ -71,7 +71,8 @@ def load_checkpoint(path, key: str = "trainer.resume") -> dict:
 
 def check_compatible(ckpt: dict, model, key: str, path) -> None:
     """The configured model must be the checkpoint's family with the same fixed settings (classes,
-    channels, widths); its arch may differ, because growth changes it."""
+    channels); its grown keys (arch, widths) may differ, because growth changes them, as far as the
+    model's `not_grown_from` allows (widths only ever grow)."""
     # After a phase switch the checkpoint's model is another one (student, descendant): compare the
     # configured model with the one the run was configured with. Checkpoints from before that was saved
     # cannot be checked.
@@ -85,3 +86,6 @@ def check_compatible(ckpt: dict, model, key: str, path) -> None:
     if want["family"] != have["family"] or fixed(want) != fixed(have):
         raise ConfigError(key, str(path), f"checkpoint does not match the model: checkpoint has "
                           f"{have['family']} {fixed(have)}, config asks for {want['family']} {fixed(want)}")
+    why = getattr(model, "not_grown_from", lambda configured, grown: None)(want["kwargs"], have["kwargs"])
+    if why:  # a grown key that growth cannot have produced from this config (a narrower checkpoint)
+        raise ConfigError(key, str(path), f"checkpoint does not match the model: {why}")

@@ -72,6 +72,7 @@ MORE = {
     "method.export": {"list", "null"},               # base | super | all | TFF | [true,false,false] | null
     "method.layer": {"int"},                         # best | a hidden-layer index (tiny, gradmax)
     "method.scale": {"float", "str"},                # line_search | a float (tiny, gradmax)
+    "method.batches": {"null"},                      # a count | null (the whole pass) (splitgrow)
 }
 WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string", "list": "a list",
          "dict": "a mapping, e.g. {key: value}", "null": "null"}

@@ -19,6 +19,7 @@ Methods get a `RunContext` in every hook instead of the trainer. What it offers 
 |                                | train MACs per sample) when the hook returns                         |
 | train_module()                 | the module to train the model through (DDP when distributed)        |
 | add_train_macs(n, macs)        | extra training compute: n samples on this rank at `macs` each        |
+| all_sum(*tensors)              | each tensor summed in place over the ranks (statistics growth needs) |
 | grow(site, how)                | grow the model at a site (growth/models/growable.py)                 |
 | emit(event)                    | record a structural event (growth/engine/event.py)                   |
 | swap_model(model, restart)     | train another model from now on (a phase switch)                     |
@@ -136,6 +137,11 @@ class RunContext:
     def sync_buffers(self) -> None:
         """BN statistics of rank 0 on every rank (after training through train_module)."""
         dist.sync_buffers(self._trainer.model, self._trainer.dist)
+
+    def all_sum(self, *tensors):
+        """Each tensor summed in place over the ranks, so growth decisions made from this rank's
+        train_batches agree on every rank (every rank must call it at the same point); one process: no-op."""
+        return dist.all_sum(self._trainer.dist, *tensors)
 
     def add_train_macs(self, samples: int, macs_per_sample: int) -> None:
         """Extra training compute: `samples` on this rank, `macs_per_sample` each; summed over ranks (every

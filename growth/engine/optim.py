@@ -21,7 +21,13 @@ Growth changes the parameter set in two ways, and the optimizer follows each:
   optimizer slots of the old variables are copied into the grown ones, the rest are zero). Keeping
   `step` means the new entries share the old bias correction; at zero moments and zero gradient their
   Adam update is exactly 0, so only weight decay moves them.
+
+  One hook may grow a tensor more than once (widening two adjacent stages: a downstream unit's rows,
+  then its columns). Its replacements form a chain A -> B -> C, of which only A is in the optimizer:
+  `replace_params` first joins them into A -> C with the index maps composed (`chain_replacements`).
 """
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -77,6 +83,7 @@ def replace_params(optimizer: torch.optim.Optimizer, replaced) -> int:
     through r.index (old slice copied, the rest zero, scalars kept). Returns how many were replaced.
     Everything is checked before anything changes, so a bad list leaves the optimizer as it was."""
     where = {id(p): (g, i) for g in optimizer.param_groups for i, p in enumerate(g["params"])}
+    replaced = chain_replacements(replaced)
     _check_replacements(replaced, where)
     for r in replaced:
         group, i = where[id(r.old)]
@@ -85,6 +92,28 @@ def replace_params(optimizer: torch.optim.Optimizer, replaced) -> int:
         if state is not None:
             optimizer.state[r.new] = {k: _grow_state(v, r) for k, v in state.items()}
     return len(replaced)
+
+
+def chain_replacements(replaced) -> list:
+    """A -> B followed by B -> C (the same tensor grown twice) becomes one A -> C, at A's place in the
+    list; each dim's index map is C's position of every A entry (B's map, then C's)."""
+    out, at = [], {}  # at: id(a chain's newest tensor) -> its position in out
+    for r in replaced:
+        k = at.pop(id(r.old), None)
+        if k is None:
+            out.append(r)
+            k = len(out) - 1
+        else:
+            first = out[k]
+            out[k] = dataclasses.replace(first, new=r.new, index=_compose(first.index, r.index))
+        at[id(r.new)] = k
+    return out
+
+
+def _compose(first: dict, then: dict) -> dict:
+    dims = sorted(set(first) | set(then))
+    return {d: then[d][first[d]] if d in first and d in then else first[d] if d in first else then[d]
+            for d in dims}
 
 
 def _check_replacements(replaced, where: dict) -> None:

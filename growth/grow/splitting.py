@@ -50,7 +50,8 @@ per batch; equal when the batches have one size).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -216,7 +217,7 @@ def _check_wiring(cap: _Capture, act, c, d, layer):
 
 
 def _reiterable(batches, passes: int):
-    if passes > 1 and iter(batches) is batches:
+    if passes > 1 and isinstance(batches, Iterator):  # asks without iterating (a DataLoader would start)
         raise ValueError("the neurons need several passes (memory bound): pass a list or a DataLoader, "
                          "not a one-shot iterator")
 
@@ -231,6 +232,17 @@ def _accumulate(S, X, coef):
         S[a:a + step] += torch.matmul(Xt.unsqueeze(0) * w, X)
 
 
+@dataclass(frozen=True)
+class Neurons:
+    """One layer's neurons for the many-layer functions: the arguments of `splitting_matrices`."""
+    layer: nn.Module
+    tap: nn.Module
+    act: object = "relu"
+    bn: nn.Module | None = None
+    tap_side: str = "input"
+    neurons: object = None  # indices; None: every neuron of the layer
+
+
 def splitting_matrices(model, layer, batches, loss_fn, *, tap, act="relu", bn=None, tap_side="input",
                        relu_beta: float | None = 3.0, neurons=None, dtype=None) -> torch.Tensor:
     """S (len(neurons), D, D): the splitting matrix of each neuron (all by default) of `layer`.
@@ -242,40 +254,83 @@ def splitting_matrices(model, layer, batches, loss_fn, *, tap, act="relu", bn=No
     should be the batch mean, as in training. The model runs in eval mode (BN a fixed affine, no
     dropout) and its mode is restored; no parameter's .grad is touched.
     """
+    spec = Neurons(layer, tap, act, bn, tap_side, neurons)
+    return splitting_matrices_many(model, [spec], batches, loss_fn, relu_beta=relu_beta, dtype=dtype)[0]
+
+
+@dataclass
+class _Layer:
+    spec: Neurons
+    idx: torch.Tensor
+    c: torch.Tensor
+    d: torch.Tensor
+    S: torch.Tensor
+
+
+def _prepare(spec: Neurons, dtype) -> _Layer:
+    layer = spec.layer
     _check_layer(layer)
     n_out, D = layer.weight.shape[0], patch_dim(layer)
+    neurons = spec.neurons
     idx = torch.arange(n_out) if neurons is None else torch.as_tensor(neurons, dtype=torch.long).flatten()
-    device = layer.weight.device
-    dtype = dtype or layer.weight.dtype
-    S = torch.zeros(len(idx), D, D, device=device, dtype=dtype)
-    c, d = _bn_affine(bn, n_out, layer.weight.detach())
+    w = layer.weight.detach()
+    c, d = _bn_affine(spec.bn, n_out, w)
+    return _Layer(spec, idx, c, d, torch.zeros(len(idx), D, D, device=w.device, dtype=dtype or w.dtype))
+
+
+def splitting_matrices_many(model, specs: list[Neurons], batches, loss_fn, *, relu_beta: float | None = 3.0,
+                            dtype=None, all_sum=None) -> list[torch.Tensor]:
+    """`splitting_matrices` for several layers of one model in one pass over `batches`: each batch runs
+    one forward and one backward for all of them. Returns one S per spec, in order.
+
+    all_sum (distributed: every rank calls it at the same point): called once as all_sum(*tensors) on
+    the per-layer sums of S and the sample count, before the mean is taken; it must sum each tensor in
+    place over the ranks (growth.engine.context.RunContext.all_sum), so every rank gets the same S."""
+    if not specs:
+        return []
+    layers = [_prepare(s, dtype) for s in specs]
+    if len({id(s.layer) for s in specs}) != len(specs) or len({id(s.tap) for s in specs}) != len(specs):
+        raise ValueError("each layer and each tap at most once: one spec per layer (neurons picks a subset)")
     modes = {m: m.training for m in model.modules()}
     model.eval()
     total = 0
     try:
         for x, y in batches:
-            x, y = _to(x, device), _to(y, device)
-            cap = _Capture()
-            handles = _hooks(layer, tap, tap_side, cap)
-            try:
-                with torch.enable_grad():
-                    loss = loss_fn(model(x), y)
-            finally:
-                for h in handles:
-                    h.remove()
-            z = _check_wiring(cap, act, c, d, layer)
-            (g,) = torch.autograd.grad(loss, cap.sigma)
-            weight = g * second_derivative(act, z, relu_beta) * _channel_view(layer, c * c, z.ndim)
-            coef = _per_position(layer, weight.detach())[:, idx.to(device)].to(dtype)
-            n = x.shape[0]
-            _accumulate(S, _patches(layer, cap.x).to(dtype), coef * n)  # weight per batch by its size
-            total += n
+            total += _one_batch(model, layers, x, y, loss_fn, relu_beta)
     finally:
         for m, was in modes.items():
             m.train(was)
-    if total == 0:
+    count = torch.tensor(float(total), device=layers[0].S.device, dtype=torch.float64)
+    if all_sum is not None:
+        all_sum(*(lay.S for lay in layers), count)
+    if count.item() == 0:
         raise ValueError("batches yielded nothing")
-    return S / total
+    return [lay.S / count.item() for lay in layers]
+
+
+def _one_batch(model, layers: list[_Layer], x, y, loss_fn, relu_beta) -> int:
+    """Add one batch's terms, weighted by its size, to every layer's S; returns the batch size."""
+    device = layers[0].S.device
+    x, y = _to(x, device), _to(y, device)
+    caps = [_Capture() for _ in layers]
+    handles = []
+    try:
+        for lay, cap in zip(layers, caps):
+            handles += _hooks(lay.spec.layer, lay.spec.tap, lay.spec.tap_side, cap)
+        with torch.enable_grad():
+            loss = loss_fn(model(x), y)
+    finally:
+        for h in handles:
+            h.remove()
+    zs = [_check_wiring(cap, lay.spec.act, lay.c, lay.d, lay.spec.layer) for lay, cap in zip(layers, caps)]
+    grads = torch.autograd.grad(loss, [cap.sigma for cap in caps])
+    n = x.shape[0]
+    for lay, cap, z, g in zip(layers, caps, zs, grads):
+        layer = lay.spec.layer
+        weight = g * second_derivative(lay.spec.act, z, relu_beta) * _channel_view(layer, lay.c * lay.c, z.ndim)
+        coef = _per_position(layer, weight.detach())[:, lay.idx.to(device)].to(lay.S.dtype)
+        _accumulate(lay.S, _patches(layer, cap.x).to(lay.S.dtype), coef * n)  # weight per batch by its size
+    return n
 
 
 def _to(t, device):
@@ -288,22 +343,51 @@ def min_eigen(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return vals[:, 0], vecs[:, :, 0]
 
 
-def splitting_eigen(model, layer, batches, loss_fn, *, max_matrix_bytes: int = 2 ** 30, **kw):
+def splitting_eigen(model, layer, batches, loss_fn, *, tap, act="relu", bn=None, tap_side="input",
+                    max_matrix_bytes: int = 2 ** 30, **kw):
     """(lambda (n_out,), v (n_out, D)) for every neuron of `layer` (arguments as `splitting_matrices`).
 
     At most max_matrix_bytes of splitting matrices exist at once: with more neurons than fit, the
     neurons are done in groups, one pass over `batches` each (so batches must be re-iterable)."""
-    n_out, D = layer.weight.shape[0], patch_dim(layer)
-    itemsize = torch.empty(0, dtype=kw.get("dtype") or layer.weight.dtype).element_size()
-    per_pass = max(1, max_matrix_bytes // (D * D * itemsize))
-    groups = [torch.arange(a, min(a + per_pass, n_out)) for a in range(0, n_out, per_pass)]
-    _reiterable(batches, len(groups))
-    lams, vecs = [], []
-    for g in groups:
-        lam, v = min_eigen(splitting_matrices(model, layer, batches, loss_fn, neurons=g, **kw))
-        lams.append(lam)
-        vecs.append(v)
-    return torch.cat(lams), torch.cat(vecs)
+    spec = Neurons(layer, tap, act, bn, tap_side)
+    return splitting_eigen_many(model, [spec], batches, loss_fn, max_matrix_bytes=max_matrix_bytes, **kw)[0]
+
+
+def splitting_eigen_many(model, specs: list[Neurons], batches, loss_fn, *, max_matrix_bytes: int = 2 ** 30,
+                         **kw) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(lambda, v) per spec (as `splitting_eigen`, for its `neurons`, all by default) for several layers,
+    in as few passes over `batches` as max_matrix_bytes allows: usually one. Neuron groups of every
+    layer are packed into passes; batches must be re-iterable when more than one pass is needed.
+    kw: relu_beta, dtype, all_sum (as `splitting_matrices_many`)."""
+    passes = _plan_passes(specs, max_matrix_bytes, kw.get("dtype"))
+    _reiterable(batches, len(passes))
+    parts = [([], []) for _ in specs]
+    for chunk in passes:  # chunk: [(spec index, neuron indices)]
+        chunk_specs = [replace(specs[i], neurons=idx) for i, idx in chunk]
+        for (i, _), S in zip(chunk, splitting_matrices_many(model, chunk_specs, batches, loss_fn, **kw)):
+            lam, v = min_eigen(S)
+            parts[i][0].append(lam)
+            parts[i][1].append(v)
+    return [(torch.cat(lams), torch.cat(vecs)) for lams, vecs in parts]
+
+
+def _plan_passes(specs, max_matrix_bytes: int, dtype) -> list[list[tuple[int, torch.Tensor]]]:
+    """Neuron groups of every layer, packed in order into passes of at most max_matrix_bytes each."""
+    passes, used = [[]], 0
+    for i, spec in enumerate(specs):
+        _check_layer(spec.layer)
+        n_out, D = spec.layer.weight.shape[0], patch_dim(spec.layer)
+        idx = torch.arange(n_out) if spec.neurons is None else torch.as_tensor(spec.neurons).long().flatten()
+        per = D * D * torch.empty(0, dtype=dtype or spec.layer.weight.dtype).element_size()  # one neuron's S
+        fit = max(1, max_matrix_bytes // per)
+        for a in range(0, len(idx), fit):
+            group = idx[a:a + fit]
+            if passes[-1] and used + len(group) * per > max_matrix_bytes:
+                passes.append([])
+                used = 0
+            passes[-1].append((i, group))
+            used += len(group) * per
+    return [p for p in passes if p]
 
 
 # ----------------------------------------------------------------------------- choosing

@@ -128,6 +128,15 @@ class StagedRepNet(SkippableMixin, SpecModel):
     def arch_string(self) -> str:
         return arch_string(self.depths)
 
+    @staticmethod
+    def not_grown_from(configured: dict, grown: dict) -> str | None:
+        """Why spec kwargs `grown` (a checkpoint's) cannot come from growing `configured`, or None: width
+        growth only adds channels, so every stage is at least as wide as configured."""
+        a, b = list(configured.get("widths") or []), list(grown.get("widths") or [])
+        if len(a) != len(b) or any(x > y for x, y in zip(a, b)):
+            return f"checkpoint widths {b} are not model.widths={a} or wider (growth only widens)"
+        return None
+
     @classmethod
     def from_config(cls, cfg: dict, data: dict) -> "StagedRepNet":
         depths = parse_arch(cfg.get("arch", "1-1-1"))
