@@ -50,3 +50,17 @@ def out(model, x):
 
 def max_diff(a, b) -> float:
     return (a - b).abs().max().item()
+
+
+@torch.no_grad()
+def nontrivial_bn(model, gen: torch.Generator):
+    """BN scales, shifts and running statistics away from (1, 0, 0, 1), and an O(1) classifier, so a test
+    of function preservation sees a real function (8x8 single-channel inputs). Returns the model in eval."""
+    for bn in (b for b in model.modules() if isinstance(b, torch.nn.BatchNorm2d)):
+        bn.weight.copy_(torch.rand(bn.num_features, generator=gen) + 0.5)
+        bn.bias.copy_(torch.randn(bn.num_features, generator=gen) * 0.2)
+    model.fc.weight.copy_(torch.randn(model.fc.weight.shape, generator=gen) * 0.5)
+    model.train()
+    for _ in range(2):  # running statistics that are not (0, 1)
+        model(torch.randn(8, 1, 8, 8, generator=gen) * 2 + 0.5)
+    return model.eval()

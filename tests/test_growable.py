@@ -18,7 +18,7 @@ from growth.blocks import RepUnit
 from growth.grow.init import initialize
 from growth.models import create_model, growable_families, model_from_spec
 from growth.models.growable import Growable, GrowthResult, Site, sites
-from tests.conftest import max_diff, out
+from tests.conftest import max_diff, nontrivial_bn, out
 
 CONV = ["resnet_basic", "resnet_bottleneck", "vgg", "mobilenet"]
 TRANSFORMERS = ["vit", "bert"]
@@ -33,15 +33,7 @@ def _built(family):
     if family in CONV:
         m = create_model(family, depths=list(CONV_DEPTHS), widths=[8, 12, 16], in_chans=1, num_classes=5,
                          stem_stride=1)
-        with torch.no_grad():
-            for bn in (b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)):
-                bn.weight.copy_(torch.rand(bn.num_features, generator=gen) + 0.5)
-                bn.bias.copy_(torch.randn(bn.num_features, generator=gen) * 0.2)
-            m.fc.weight.copy_(torch.randn(m.fc.weight.shape, generator=gen) * 0.5)
-            m.train()
-            for _ in range(2):  # running statistics that are not (0, 1)
-                m(torch.randn(8, 1, 8, 8, generator=gen) * 2 + 0.5)
-        return m.eval()
+        return nontrivial_bn(m, gen)
     if family == "vit":
         from growth.models.vit import ViT
         m = ViT(depth=2, heads=1, embed_dim=8, head_dim=8, patch_size=4, img_size=8, in_chans=1, num_classes=3)

@@ -16,7 +16,7 @@ from growth.blocks import RepUnit
 from growth.grow.widen import channel_map, deepen_stage, derived_map, widen_stage
 from growth.models import create_model, model_from_spec
 from growth.models.growable import Site, is_growable
-from tests.conftest import max_diff, out
+from tests.conftest import max_diff, nontrivial_bn, out
 
 FAMILIES = ["resnet_basic", "vgg", "mobilenet"]
 DEPTHS = (1, 2, 1)
@@ -37,15 +37,7 @@ def _built(family, depths, seed, kw):
     for i, u in enumerate(units[::2]):
         u.add_branch((1, 1) if i % 2 else (3, 1))
     gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for bn in (b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)):
-            bn.weight.copy_(torch.rand(bn.num_features, generator=gen) + 0.5)
-            bn.bias.copy_(torch.randn(bn.num_features, generator=gen) * 0.2)
-        m.fc.weight.copy_(torch.randn(m.fc.weight.shape, generator=gen) * 0.5)
-        m.train()
-        for _ in range(2):  # running statistics that are not (0, 1)
-            m(torch.randn(8, 1, 8, 8, generator=gen) * 2 + 0.5)
-    return m.eval()
+    return nontrivial_bn(m, gen)
 
 
 def inputs(seed=5):

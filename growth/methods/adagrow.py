@@ -27,6 +27,7 @@ from growth.grow.policy import choose_stage, rank_units, sample_kernel, units_to
 from growth.engine.event import Event
 from growth.measure import count_params
 from growth.methods.base import Method, choice
+from growth.methods.grow_limits import GrowLimits
 from growth.methods.registry import register_method
 from growth.models.growable import is_growable, sites
 
@@ -48,24 +49,17 @@ class AdaGrow(Method):
         self.init_cfg = dict(cfg["initializer"])
         self.init_name = normalize(self.init_cfg["name"])
         self.meta = float(self.init_cfg.get("meta", 0.2))
-        self.interval = self._positive(g.get("interval", 3), "grow.interval")
+        self.limits = GrowLimits(g)
+        self.interval = self.limits.interval
         self.threshold = float(g.get("threshold") or 0.0)
         self.ratio = float(g.get("width_ratio", 0.3))
         if not 0 < self.ratio <= 1:
             raise ConfigError("grow.width_ratio", self.ratio, "must be in (0, 1]")
-        self.max_params = g.get("max_params")
-        self.max_events = g.get("max_events")
         self.max_arch_text = cfg["model"].get("max_arch")
         seed = g.get("seed")
         self.rng = random.Random(cfg["seed"] if seed is None else seed)
         self.events, self.last_stage, self.last_growth_epoch = 0, None, 0
         self.val_history, self.stopped, self.trajectory = [], None, []
-
-    @staticmethod
-    def _positive(value, key):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(key, value, "must be a positive integer")
-        return value
 
     def faithful(self, switch: str) -> bool:
         return self.switches[switch] == "faithful"
@@ -125,11 +119,7 @@ class AdaGrow(Method):
     def _stop_reason(self, ctx):
         if self._depth_full(ctx.model) and self._heads_full(ctx.model):
             return f"reached max arch {self.max_arch_text}"
-        if self.max_params is not None and ctx.sizes()["deploy_params"] >= float(self.max_params):
-            return f"deployed params reached grow.max_params={self.max_params}"
-        if self.max_events is not None and self.events >= int(self.max_events):
-            return f"made grow.max_events={self.max_events} growth events"
-        return None
+        return self.limits.reached(ctx, self.events)
 
     def on_epoch_end(self, ctx, epoch: int) -> None:
         self.val_history.append(ctx.last_val_acc)

@@ -40,6 +40,7 @@ from growth.errors import ConfigError
 from growth.grow.gromo_step import check_options, grow_step
 from growth.measure import count_params
 from growth.methods.base import Method
+from growth.methods.grow_limits import GrowLimits, positive_int
 from growth.methods.registry import register_method
 
 log = logging.getLogger("growth")
@@ -48,23 +49,16 @@ ORDER = 2_000_000  # train_batches order of event k: ORDER + k, no training epoc
 SCHEMA = ("params_before", "params_after")  # grow_step details the event row has already
 
 
-def _positive(value, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(key, value, "must be a positive integer")
-    return value
-
-
 class GromoGrowth(Method):
     how = ""  # "tiny" or "gradmax": grow_step's preset
 
     def __init__(self, cfg: dict):
         super().__init__(cfg)
         m, g = cfg["method"], cfg.get("grow", {})
-        self.interval = _positive(g.get("interval", 3), "grow.interval")
-        self.max_params, self.max_events = g.get("max_params"), g.get("max_events")
+        self.limits = GrowLimits(g)
         self.max_arch_text = cfg["model"].get("max_arch")
-        self.batches = _positive(m.get("batches", 4), "method.batches")
-        self.neurons = _positive(m.get("neurons", 4), "method.neurons")
+        self.batches = positive_int(m.get("batches", 4), "method.batches")
+        self.neurons = positive_int(m.get("neurons", 4), "method.neurons")
         self.layer = m.get("layer", "best")
         self.scale = m.get("scale", "line_search" if self.how == "tiny" else 1.0)
         self.delta = m.get("delta", self.how == "tiny")
@@ -103,14 +97,10 @@ class GromoGrowth(Method):
     def _stop_reason(self, ctx, room: dict):
         if not room or (self.layer != "best" and self.layer not in room):
             return f"reached max arch {self.max_arch_text}"
-        if self.max_params is not None and ctx.sizes()["deploy_params"] >= float(self.max_params):
-            return f"deployed params reached grow.max_params={self.max_params}"
-        if self.max_events is not None and self.events >= int(self.max_events):
-            return f"made grow.max_events={self.max_events} growth events"
-        return None
+        return self.limits.reached(ctx, self.events)
 
     def on_epoch_end(self, ctx, epoch: int) -> None:
-        if epoch >= ctx.epochs or self.stopped or epoch % self.interval:
+        if self.stopped or not self.limits.due(epoch, ctx.epochs):
             return
         room = self._room(ctx.model)
         self.stopped = self._stop_reason(ctx, room)

@@ -20,17 +20,12 @@ from growth.engine.event import Event
 from growth.errors import ConfigError
 from growth.measure import count_params
 from growth.methods.base import Method, choice
+from growth.methods.grow_limits import GrowLimits
 from growth.methods.registry import register_method
 
 log = logging.getLogger("growth")
 OPERATIONS = ("wider", "deeper", "wider-deeper", "deeper-wider")
 WHERE = ("round_robin", "random")
-
-
-def _positive(value, key):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(key, value, "must be a positive integer")
-    return value
 
 
 @register_method("net2net")
@@ -49,8 +44,7 @@ class Net2Net(Method):
         if self.noise < 0:
             raise ConfigError("method.noise", self.noise, "must be >= 0 (0 keeps the function)")
         self.max_widths_cfg = m.get("max_widths")
-        self.interval = _positive(g.get("interval", 3), "grow.interval")
-        self.max_params, self.max_events = g.get("max_params"), g.get("max_events")
+        self.limits = GrowLimits(g)
         self.max_arch_text = cfg["model"].get("max_arch")
         seed = g.get("seed")
         self.generator = torch.Generator().manual_seed(int(cfg["seed"] if seed is None else seed))
@@ -89,10 +83,9 @@ class Net2Net(Method):
 
     # ---- when, what, where ----------------------------------------------------------------------
     def _stop_reason(self, ctx):
-        if self.max_params is not None and ctx.sizes()["deploy_params"] >= float(self.max_params):
-            return f"deployed params reached grow.max_params={self.max_params}"
-        if self.max_events is not None and self.events >= int(self.max_events):
-            return f"made grow.max_events={self.max_events} growth events"
+        reason = self.limits.reached(ctx, self.events)
+        if reason:
+            return reason
         if not self._open("wider", ctx.model) and not self._open("deeper", ctx.model):
             return "every stage reached model.max_arch and method.max_widths"
         return None
@@ -111,7 +104,7 @@ class Net2Net(Method):
         return stage
 
     def on_epoch_end(self, ctx, epoch: int) -> None:
-        if epoch >= ctx.epochs or self.stopped or epoch % self.interval:
+        if self.stopped or not self.limits.due(epoch, ctx.epochs):
             return
         self.stopped = self._stop_reason(ctx)
         if self.stopped:

@@ -29,6 +29,7 @@ from growth.grow.split_stage import energy_costs, split_stage, stage_neurons
 from growth.grow.splitting import choose, splitting_eigen_many
 from growth.measure import count_params
 from growth.methods.base import Method
+from growth.methods.grow_limits import GrowLimits, positive_int
 from growth.methods.registry import register_method
 
 log = logging.getLogger("growth")
@@ -43,8 +44,7 @@ class SplitGrow(Method):
     def __init__(self, cfg: dict):
         super().__init__(cfg)
         m, g = cfg["method"], cfg.get("grow", {})
-        self.interval = _positive_int(g.get("interval", 3), "grow.interval")
-        self.max_params, self.max_events = g.get("max_params"), g.get("max_events")
+        self.limits = GrowLimits(g)
         self.ratio = float(m.get("ratio", 0.1))
         if not 0 < self.ratio <= 1:
             raise ConfigError("method.ratio", self.ratio, "must be in (0, 1]")
@@ -52,13 +52,13 @@ class SplitGrow(Method):
         if not self.eps >= 0:
             raise ConfigError("method.eps", self.eps, "must be >= 0")
         batches = m.get("batches", 16)
-        self.batches = None if batches is None else _positive_int(batches, "method.batches")
+        self.batches = None if batches is None else positive_int(batches, "method.batches")
         self.energy_aware = m.get("energy_aware", False)
         if not isinstance(self.energy_aware, bool):
             raise ConfigError("method.energy_aware", self.energy_aware, "allowed: true or false")
         self.max_widths = m.get("max_widths")
         if self.max_widths is not None:
-            self.max_widths = [_positive_int(w, "method.max_widths") for w in self.max_widths]
+            self.max_widths = [positive_int(w, "method.max_widths") for w in self.max_widths]
         self.steps, self.events, self.stopped, self.trajectory = 0, 0, None, []
 
     # ---- setup: the model must have stages SplitGrow can split ------------------------------------
@@ -90,14 +90,10 @@ class SplitGrow(Method):
     def _stop_reason(self, ctx, stages) -> str | None:
         if not any(self._room(ctx.model, s) > 0 for s in stages):
             return f"every stage reached method.max_widths={self.max_widths}"
-        if self.max_params is not None and ctx.sizes()["deploy_params"] >= float(self.max_params):
-            return f"deployed params reached grow.max_params={self.max_params}"
-        if self.max_events is not None and len(self.trajectory) >= int(self.max_events):
-            return f"made grow.max_events={self.max_events} split steps"  # steps that split something
-        return None
+        return self.limits.reached(ctx, len(self.trajectory), "split steps")  # steps that split something
 
     def on_epoch_end(self, ctx, epoch: int) -> None:
-        if epoch >= ctx.epochs or self.stopped or epoch % self.interval:
+        if self.stopped or not self.limits.due(epoch, ctx.epochs):
             return
         neurons, _ = stage_neurons(ctx.model)
         self.stopped = self._stop_reason(ctx, neurons)
@@ -197,7 +193,3 @@ class _Batches:
             yield x, y
 
 
-def _positive_int(value, key):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(key, value, "must be a positive integer")
-    return value
