@@ -60,7 +60,7 @@ def test_compose(group, option, tmp_path):
     assert untouched(cfg) == untouched(alone)  # the tiny sizes changed nothing else of the option
     trainer, _ = prepare(cfg, tmp_path)
     x, y = next(iter(trainer.data.train))
-    loss, logits = trainer.method.loss(trainer.train_model, x, y, trainer)
+    loss, logits = trainer.method.loss(trainer.train_model, x, y, trainer.ctx)
     loss.backward()
     assert logits.shape == (len(y), trainer.data.info["num_classes"]) and loss.isfinite()
 
