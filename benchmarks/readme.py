@@ -118,6 +118,9 @@ ENTRIES = {
 SWEEPS = {
     "reducenet": {"command": "python sweep.py reducenet && python -m analysis outputs/sweeps/reducenet",
                   "table": "outputs/sweeps/reducenet/results.md (test_acc mean ± std over seeds 0-2)"},
+    "growth_methods": {"command": "python sweep.py growth_methods trainer.threads=1 && python -m analysis "
+                                  "outputs/sweeps/growth_methods",
+                       "table": "outputs/sweeps/growth_methods/analysis/growth_methods.md (seeds 0-2)"},
     "sws": {"command": "python sweep.py sws_aux && python sweep.py sws && python -m analysis outputs/sweeps/sws",
             "table": "outputs/sweeps/sws/results.md and the sws_depths table (test_acc mean ± std, seeds 0-2)"},
 }
