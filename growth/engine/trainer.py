@@ -317,9 +317,12 @@ class Trainer:
         n = count_params(self.model)
         if index > 0:
             ctx.emit(Event("phase_start", where, before[0], self.model.arch_string(), before[1], n))
-        # the first phase's event (epoch 0) is written once: a run restarted before its first checkpoint has it
+        # The first phase's event (epoch 0) is written once (a run restarted before its first checkpoint has
+        # it), by the main rank, straight to the record: it changes nothing, and an emitted event would make
+        # that rank alone re-wrap DDP and wait in a collective the others never join.
         elif ctx.writes and not any(e["kind"] == "phase_start" for e in ctx.events()):
-            ctx.emit(Event("phase_start", where, None, self.model.arch_string(), n, n, epoch=0, step=0))
+            self.record.add_event(Event("phase_start", where, None, self.model.arch_string(), n, n,
+                                        epoch=0, step=0).row())
 
     def call_hook(self, hook, *args):
         """Run a method hook, then do what it asked for: count the training batches it used, write its
