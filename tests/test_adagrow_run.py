@@ -114,3 +114,20 @@ def test_bad_growth_settings_stop_before_training(tmp_path):
         cfg = tiny_cfg(**GROW)
         cfg["model"] = {"name": "resnet18", "family": "timm", "small_input_stem": "auto", "max_arch": "2-2-2"}
         prepare(cfg, tmp_path / "d")
+
+
+def test_threshold_grows_only_on_a_plateau_of_the_runs_val_history(tmp_path):
+    """grow.threshold > 0 (fixed): grow when val acc improved by less than the threshold over the last
+    interval, at least `interval` epochs after the last growth; the history is the engine's val rows."""
+    cfg = tiny_cfg(**{**GROW, "grow.interval": 2, "grow.threshold": 0.005, "trainer.epochs": 10})
+    run_job(cfg, tmp_path)
+    from growth.engine.record import RunRecord
+    record = RunRecord(tmp_path)
+    acc = [r["val_acc"] for r in record.metrics()]
+    want, last = [], 0
+    for epoch in range(1, 10):  # never after the last epoch
+        recent, before = acc[epoch - 2:epoch], acc[:epoch - 2] or [0.0]
+        if epoch - last >= 2 and max(recent) - max(before) < 0.005:
+            want.append(epoch)
+            last = epoch
+    assert [e["epoch"] for e in record.events()] == want and want  # growth happened, and only there

@@ -59,7 +59,7 @@ class AdaGrow(Method):
         seed = g.get("seed")
         self.rng = random.Random(cfg["seed"] if seed is None else seed)
         self.events, self.last_stage, self.last_growth_epoch = 0, None, 0
-        self.val_history, self.stopped, self.trajectory = [], None, []
+        self.stopped, self.trajectory = None, []
 
     def faithful(self, switch: str) -> bool:
         return self.switches[switch] == "faithful"
@@ -101,12 +101,12 @@ class AdaGrow(Method):
         self.max_arch = max_arch
 
     # ---- when -----------------------------------------------------------------------------------
-    def _due(self, epoch: int) -> bool:
+    def _due(self, epoch: int, val_history: list) -> bool:
         if self.threshold > 0 and not self.faithful("threshold"):
             if epoch - self.last_growth_epoch < self.interval:
                 return False
-            recent = self.val_history[-self.interval:]
-            before = self.val_history[:-self.interval] or [0.0]
+            recent = val_history[-self.interval:]
+            before = val_history[:-self.interval] or [0.0]
             return max(recent) - max(before) < self.threshold
         return epoch % self.interval == 0
 
@@ -122,8 +122,7 @@ class AdaGrow(Method):
         return self.limits.reached(ctx, self.events)
 
     def on_epoch_end(self, ctx, epoch: int) -> None:
-        self.val_history.append(ctx.last_val_acc)
-        if epoch >= ctx.epochs or self.stopped or not self._due(epoch):
+        if epoch >= ctx.epochs or self.stopped or not self._due(epoch, ctx.val_history):
             return
         self.stopped = self._stop_reason(ctx)
         if self.stopped:
@@ -297,13 +296,12 @@ class AdaGrow(Method):
 
     def state_dict(self) -> dict:
         return {"events": self.events, "last_stage": self.last_stage, "rng": self.rng.getstate(),
-                "last_growth_epoch": self.last_growth_epoch, "val_history": self.val_history,
-                "stopped": self.stopped, "trajectory": self.trajectory}
+                "last_growth_epoch": self.last_growth_epoch, "stopped": self.stopped, "trajectory": self.trajectory}
 
     def load_state_dict(self, state: dict) -> None:
         self.events, self.last_stage = state["events"], state["last_stage"]
         self.rng.setstate(state["rng"])
-        self.last_growth_epoch, self.val_history = state["last_growth_epoch"], list(state["val_history"])
+        self.last_growth_epoch = state["last_growth_epoch"]  # (older checkpoints' val_history: the engine's now)
         self.stopped, self.trajectory = state["stopped"], list(state["trajectory"])
 
 
