@@ -5,7 +5,7 @@ Methods get a `RunContext` in every hook instead of the trainer. What it offers 
 | member                         | what                                                                 |
 |--------------------------------|----------------------------------------------------------------------|
 | model, epoch, step, epochs     | the model being trained now; the last finished epoch; steps so far   |
-| steps_per_epoch, phase         | batches per epoch; the current phase's name                          |
+| steps_per_epoch, distributed   | batches per epoch; whether several ranks train                       |
 | fresh                          | no step trained yet and no phase switch: a new run, not a resume     |
 | val_history, last_val_acc      | val acc of every finished epoch, and of the last one                 |
 | label_smoothing, device, probe | the trainer's settings; the fixed probe batch (on the device)        |
@@ -17,7 +17,8 @@ Methods get a `RunContext` in every hook instead of the trainer. What it offers 
 | train_batches(order)           | one pass over this rank's training batches in a reproducible order;  |
 |                                | the samples count as training cost (summed over ranks, at the model's|
 |                                | train MACs per sample) when the hook returns                         |
-| train_module()                 | the module to train the model through (DDP when distributed)        |
+| train_module(), sync_buffers() | the module to train the model through (DDP when distributed), and   |
+|                                | rank 0's BN statistics on every rank after training through it       |
 | add_train_macs(n, macs)        | extra training compute: n samples on this rank at `macs` each        |
 | all_sum(*tensors)              | each tensor summed in place over the ranks (statistics growth needs) |
 | grow(site, how)                | grow the model at a site (growth/models/growable.py)                 |
@@ -61,10 +62,6 @@ class RunContext:
     @property
     def steps_per_epoch(self) -> int:
         return self._trainer.steps_per_epoch
-
-    @property
-    def phase(self) -> str:
-        return self._trainer.method.phase(self._trainer.epoch + 1)
 
     @property
     def fresh(self) -> bool:
