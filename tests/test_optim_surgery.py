@@ -169,13 +169,18 @@ def test_next_step_matches_the_old_model_and_the_hand_computed_new_entries(opt_n
             assert torch.equal(_new_entries(p.detach(), r), w), n  # no decay: a new entry does not move at all
 
 
+def _one_sgd_step(*shape):
+    """(param, SGD with momentum after one step, a copy of its momentum buffer)."""
+    w = nn.Parameter(torch.randn(*shape))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    w.grad = torch.randn(*shape)
+    opt.step()
+    return w, opt, opt.state[w]["momentum_buffer"].clone()
+
+
 def test_index_map_over_two_dims_copies_each_entry_to_its_place():
     """A tensor grown in rows and columns at once (a hidden-to-hidden weight), checked entry by entry."""
-    w = nn.Parameter(torch.randn(3, 3))
-    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
-    w.grad = torch.randn(3, 3)
-    opt.step()
-    buf = opt.state[w]["momentum_buffer"].clone()
+    w, opt, buf = _one_sgd_step(3, 3)
     rows, cols = [0, 2, 4], [3, 1, 2]
     new = nn.Parameter(torch.randn(5, 4))
     assert replace_params(opt, [Replaced("w", w, new, {0: torch.tensor(rows), 1: torch.tensor(cols)})]) == 1
@@ -379,11 +384,7 @@ def test_two_gloo_ranks_replace_rewrap_and_stay_identical(tmp_path):
 
 def test_a_tensor_grown_twice_in_one_hook_moves_its_state_through_both_maps():
     """rows 3 -> 5 (old rows at 0, 2, 4), then columns 4 -> 6 (old columns at 1, 2, 3, 5): one chain."""
-    w = nn.Parameter(torch.randn(3, 4))
-    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
-    w.grad = torch.randn(3, 4)
-    opt.step()
-    buf = opt.state[w]["momentum_buffer"].clone()
+    w, opt, buf = _one_sgd_step(3, 4)
     mid, new = nn.Parameter(torch.randn(5, 4)), nn.Parameter(torch.randn(5, 6))
     rows, cols = torch.tensor([0, 2, 4]), torch.tensor([1, 2, 3, 5])
     chain = [Replaced("w", w, mid, {0: rows}), Replaced("w", mid, new, {1: cols})]
