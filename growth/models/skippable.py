@@ -16,6 +16,7 @@ also give `switch_exclude` (child names inside mandatory blocks whose norms stay
 block's downsample) and `tied_norms()`: switchable norms outside the flagged groups that follow one flag
 (MobileNetV2's stem, last conv and 1-block stages, METHODS.md 4.1).
 """
+import contextlib
 import itertools
 import math
 
@@ -129,9 +130,11 @@ class SkippableMixin:
         self.set_skip(cfg if cfg is not None else previous)
         try:
             keep = self.kept_counts()
-            with torch.random.fork_rng(devices=[]):  # building it must not move the training RNG
-                plain = type(self)(**self.plain_kwargs(keep))
             ref = next(self.parameters())
+            # a model on the meta device (sizes only) exports without allocating or initialising anything
+            where = torch.device("meta") if ref.is_meta else contextlib.nullcontext()
+            with torch.random.fork_rng(devices=[]), where:  # building it must not move the training RNG
+                plain = type(self)(**self.plain_kwargs(keep))
             plain.to(ref.device, ref.dtype)
             plain.load_state_dict(self._plain_state(plain, keep))
         finally:
