@@ -266,3 +266,53 @@ def test_adn_trains_a_timm_resnet_on_digits(tmp_path):
     assert len(summary["adn"]["history"]) == 2
     saved = torch.load(tmp_path / "checkpoints" / "adn_TTTT.pt", weights_only=True)
     assert from_file(saved).arch_string() == "resnet18:1-1-1-1"
+
+
+def test_imagenet_experiments_hold_the_original_recipes():
+    from benchmarks.common import compose
+    r50, mb, vit = (compose(experiment=f"adn_{n}_imagenet") for n in ("resnet50", "mobilenetv2", "vit_b16"))
+    for c, name in ((r50, "resnet50"), (mb, "mobilenetv2_100"), (vit, "vit_base_patch16_224")):
+        assert c["method"]["name"] == "adn" and c["model"]["family"] == "timm" and c["model"]["name"] == name
+        assert c["model"]["skippable"] is True and c["data"]["name"] == "imagefolder" and c["data"]["image_size"] == 224
+        m = c["method"]
+        assert (m["alpha"], m["temperature"], m["top_k"], m["fpn"]) == (0.5, 1.0, 500, False)
+        assert c["trainer"]["batch_size"] == 64  # per rank, x 4 ranks
+    o = r50["optim"]  # --opt sgd --lr 0.1 --momentum 0.9 --wd 1e-4 --norm-weight-decay 0 --bias-weight-decay 0
+    assert (o["name"], o["lr"], o["momentum"], o["weight_decay"], o["no_decay_norm_bias"]) == ("sgd", 0.1, 0.9, 1e-4, True)
+    assert r50["trainer"]["epochs"] == 150 and r50["trainer"]["label_smoothing"] == 0.0
+    o = mb["optim"]  # --lr 0.1 --wd 1e-5 on every parameter, 300 epochs
+    assert (o["name"], o["lr"], o["weight_decay"], o["no_decay_norm_bias"]) == ("sgd", 0.1, 1e-5, False)
+    assert mb["trainer"]["epochs"] == 300
+    o, t = vit["optim"], vit["trainer"]  # adamw lr 7.5e-4 wd 0.2, warmup 30, ls 0.11, clip 1, 300 epochs
+    assert (o["name"], o["lr"], o["weight_decay"], o["warmup_epochs"], o["schedule"]) == ("adamw", 7.5e-4, 0.2, 30, "cosine")
+    assert (t["epochs"], t["label_smoothing"], t["grad_clip"]) == (300, 0.11, 1.0)
+
+
+def test_imagenet_sweeps_trained_alone_base_is_the_adn_base_export():
+    """experiments/adn_imagenet.yaml's fixed base-net jobs: timm's own net at the base depth, the same
+    size as ADN's base export (MEASURED.md), and not skippable."""
+    from benchmarks.common import compose
+    from growth.models import build_model
+    data = {"in_chans": 3, "num_classes": 1000, "image_size": 224}
+    for exp, kwargs, base in (("adn_resnet50_imagenet", "{layers:[2,2,3,2]}", 17_112_360),
+                              ("adn_vit_b16_imagenet", "{depth:8}", 58_216_168)):
+        cfg = compose(experiment=exp, method="fixed", **{"model.kwargs": kwargs})
+        assert cfg["method"]["name"] == "fixed" and cfg["model"]["skippable"] is False
+        with torch.device("meta"):
+            model = build_model(cfg["model"], data)
+        assert not model.skippable and count_params(model) == base
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "vit_b16"])  # resnet50: as the digits run above
+def test_imagenet_experiments_take_an_adn_step_on_digits(name, tmp_path):
+    """The experiment's model, method and optimizer on 8x8 digits, one loss and backward at batch 2 (a
+    whole digits run at these sizes is the slow test in tests/test_configs.py)."""
+    from benchmarks.common import compose
+    from growth.engine.job import prepare
+    cfg = compose(**{"experiment": f"adn_{name}_imagenet", "data": "digits", "trainer.batch_size": 2,
+                     "trainer.num_workers": 0, "trainer.progress": "false", "trainer.probe_batch": 2})
+    trainer, _ = prepare(cfg, tmp_path)
+    x, y = next(iter(trainer.data.train))
+    loss, logits = trainer.method.loss(trainer.train_model, x, y, trainer.ctx)
+    loss.backward()
+    assert trainer.model.skippable and logits.shape == (2, 10) and loss.isfinite()

@@ -2,7 +2,9 @@
 ResNets, EfficientNet-builder nets (MobileNetV2) and ViTs also as ADN super-nets (`method=adn`).
 
 Small inputs (digits 8x8, CIFAR 32x32) drown in ImageNet stems, so `small_input_stem` swaps a ResNet-style
-stem (`conv1` + `maxpool`) for a 3x3 stride-1 conv and no pooling; ViT-style models get `img_size`.
+stem (`conv1` + `maxpool`) for a 3x3 stride-1 conv and no pooling; ViT-style models get `img_size`, and
+a patch of a quarter of the image when theirs leaves fewer than 2 x 2 patches (vit_base_patch16_224 on 8x8
+digits: patch 2, 16 tokens).
 
 `skippable=True` (ADN, growth/models/skippable.py; layouts in growth/models/timm_skip.py): the network is
 timm's, its stages become skip groups and a skipped block is simply not called. Switchable norms: every
@@ -16,6 +18,7 @@ norm is shared. `keep` (a plain model): each group cut to its first keep[g] bloc
 """
 import contextlib
 import copy
+import re
 
 import timm
 from timm.utils.model import reparameterize_model
@@ -91,6 +94,10 @@ class TimmModel(SkippableMixin, SpecModel):
         extra = dict(cfg.get("kwargs") or {})
         if cfg.get("img_size") == "auto" or (small and "vit" in cfg["name"] and "img_size" not in extra):
             extra["img_size"] = data["image_size"]
+            patch = re.search(r"patch(\d+)", cfg["name"])
+            if patch and int(patch.group(1)) > data["image_size"] // 2 and "patch_size" not in extra:
+                # fewer than 2 x 2 patches (ViT-B/16 on 8x8 digits: none): 4 x 4 patches instead
+                extra["patch_size"] = max(1, data["image_size"] // 4)
         groups = cfg.get("skip_groups")
         if groups is not None and (isinstance(groups, bool) or not isinstance(groups, int)):
             raise ConfigError("model.skip_groups", groups, "null or a positive integer (ViT pseudo-stages)")
