@@ -149,7 +149,6 @@ def test_one_epoch_run_with_cifar10_on_the_device(tmp_path, no_md5):
 
 # ---- ImageFolder at 224 px through workers --------------------------------------------------------
 
-@pytest.mark.slow  # two worker processes start
 def test_imagefolder_224_two_workers_same_order_as_none(tmp_path):
     write_folder(tmp_path / "train", {"a": 3, "b": 3, "c": 2}, size=256)
     write_folder(tmp_path / "val", {"a": 2, "b": 1, "c": 2}, size=256, seed=1)
