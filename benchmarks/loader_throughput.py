@@ -145,8 +145,9 @@ def main(argv=None) -> int:
     if a.json:
         print(json.dumps({**r, "overrides": a.overrides, "machine": machine()}, indent=2))
     else:
+        model = r["model"] if r["arch"] == r["model"] else f"{r['model']} {r['arch']}"
         print(f"{r['data']} {'x'.join(map(str, r['input_shape']))}, {r['loader']} with {r['workers']} workers: "
-              f"{r['loader_images_per_s']:.1f} images/s; {r['model']} {r['arch']} train step on {r['device']}: "
+              f"{r['loader_images_per_s']:.1f} images/s; {model} train step on {r['device']}: "
               f"{r['step_images_per_s']:.1f} images/s (batch {r['batch_size']}); loader / step "
               f"{r['ratio']:.3g}: {r['verdict']}")
     return 0
