@@ -16,7 +16,6 @@ import os
 import sys
 import tempfile
 
-import torch
 
 from benchmarks.common import interleave, machine, median, ratio
 from benchmarks.synthetic_files import generated_cifar_files, write_cifar10

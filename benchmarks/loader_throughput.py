@@ -83,7 +83,8 @@ def verdict(r) -> str:
         return "no verdict (a rate was not positive)"
     if r < 1:
         return f"data loading bounds this job: the loader delivers {r:.2f}x the images the model can train on"
-    return f"data loading does not bound this job: the loader delivers {r:.2f}x what the model trains on (the model bounds it)"
+    return (f"data loading does not bound this job: the loader delivers {r:.2f}x what the model trains on "
+            "(the model bounds it)")
 
 
 def measure(cfg: dict, batches: int, reps: int) -> dict:
