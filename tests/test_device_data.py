@@ -4,6 +4,8 @@ growth/data/device_images.py), and ImageFolder at 224 px through DataLoader work
 The device loader is checked against the PIL DataLoader it replaces (unaugmented: the same batches
 exactly) and against a hand computation of pad-4 crop + flip at the offsets it drew (augmented).
 """
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -162,3 +164,32 @@ def test_imagefolder_224_two_workers_same_order_as_none(tmp_path):
     assert [y.tolist() for _, y in batches(zero.train, 0)] != [y.tolist() for _, y in batches(zero.train, 1)]
     for (xa, ya), (xb, yb) in zip(batches(zero.val), batches(two.val)):  # eval transforms: equal values
         assert torch.equal(ya, yb) and torch.equal(xa, xb)
+
+
+@pytest.mark.slow  # three tiny 2-epoch runs
+def test_run_stopped_inside_an_epoch_resumes_to_the_uninterrupted_run(tmp_path, no_md5, monkeypatch):
+    """Augmented, on the device: a run stopped at step 16 (epoch 2, batch 6 of 11) and resumed from its step
+    checkpoint trains on the very batches, crops and flips the uninterrupted run did, so it ends equal.
+    (The PIL pipeline draws its crops from the global RNG and cannot promise this.)"""
+    from growth.engine.trainer import Trainer
+
+    write_cifar10(tmp_path / "cifar")  # 90 train files: 11 batches of 8 per epoch
+    cfg = tiny_cfg(**{"method": "fixed", "data": "cifar10", "data.root": str(tmp_path / "cifar"),
+                      "trainer.data_on_device": "true", "trainer.epochs": 2, "trainer.device": "cpu",
+                      "trainer.batch_size": 8})
+    full = run_job(cfg, tmp_path / "full")
+    original = Trainer._step_flags
+
+    def stop_at_16(self, batch):
+        if self.step == 16:
+            self.stop_requested = "test stop"  # as a signal handler sets it
+        return original(self, batch)
+    monkeypatch.setattr(Trainer, "_step_flags", stop_at_16)
+    part = run_job(cfg, tmp_path / "part")
+    assert (part["status"], part["steps_done"]) == ("interrupted", 16)
+    monkeypatch.setattr(Trainer, "_step_flags", original)
+    resumed = run_job(cfg, tmp_path / "part")
+    assert resumed["status"] == "completed" and resumed["steps_done"] == full["steps_done"] == 22
+    rows = lambda d: [json.loads(r) for r in (d / "metrics.jsonl").read_text().splitlines() if r.strip()]  # noqa: E731
+    assert [r["train_loss"] for r in rows(tmp_path / "part")] == [r["train_loss"] for r in rows(tmp_path / "full")]
+    assert (resumed["final_val_acc"], resumed["test_acc"]) == (full["final_val_acc"], full["test_acc"])
