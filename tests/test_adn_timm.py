@@ -316,3 +316,19 @@ def test_imagenet_experiments_take_an_adn_step_on_digits(name, tmp_path):
     loss, logits = trainer.method.loss(trainer.train_model, x, y, trainer.ctx)
     loss.backward()
     assert trainer.model.skippable and logits.shape == (2, 10) and loss.isfinite()
+
+
+def test_dry_run_reports_the_measured_resnet50_sizes(cli, tmp_path):
+    """The dry run (no ImageNet on disk) gives ADN's per-config sizes in method_sizes; extremes only here
+    (the 16 configs are counted above)."""
+    proc = cli(["model=timm", "model.name=resnet50", "method=adn", "data=imagefolder", "data.root=/nonexistent",
+                "data.num_classes=1000", "data.image_size=224", "trainer.dry_run=true",
+                "method.eval_configs=extremes", f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "dry_run" and summary["input_size"] == [3, 224, 224]
+    rows = {r["skip"]: r for r in summary["method_sizes"]["adn_configs"]}
+    assert list(rows) == ["FFFF", "TTTT"]
+    for skip, (params, gmacs) in MEASURED["resnet50"].items():
+        assert rows[skip]["params"] == params and round(rows[skip]["macs"] / 1e9, 3) == gmacs
+        assert rows[skip]["arch"] == {"FFFF": "resnet50:3-4-6-3", "TTTT": "resnet50:2-2-3-2"}[skip]
