@@ -273,7 +273,8 @@ def test_imagenet_experiments_hold_the_original_recipes():
     r50, mb, vit = (compose(experiment=f"adn_{n}_imagenet") for n in ("resnet50", "mobilenetv2", "vit_b16"))
     for c, name in ((r50, "resnet50"), (mb, "mobilenetv2_100"), (vit, "vit_base_patch16_224")):
         assert c["method"]["name"] == "adn" and c["model"]["family"] == "timm" and c["model"]["name"] == name
-        assert c["model"]["skippable"] is True and c["data"]["name"] == "imagefolder" and c["data"]["image_size"] == 224
+        assert c["model"]["skippable"] is True and c["data"]["name"] == "imagefolder"
+        assert c["data"]["image_size"] == 224 and c["data"]["num_classes"] == 1000
         m = c["method"]
         assert (m["alpha"], m["temperature"], m["top_k"], m["fpn"]) == (0.5, 1.0, 500, False)
         assert c["trainer"]["batch_size"] == 64  # per rank, x 4 ranks
