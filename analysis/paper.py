@@ -31,7 +31,7 @@ SCALES = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
 TABLE_KEYS = {"method", "dataset", "source", "params", "compute", "rows", "claims"}
 COLUMN_KEYS = {"unit", "name", "counter", "note"}
 ROW_KEYS = {"model", "config", "match", "method", "dataset", "params", "compute", "accuracy", "gain_pp",
-            "latency_ms"}
+            "latency_ms", "counted_with"}
 CLAIM_KEYS = {"what", "ratio", "text"}
 SIZES = ("params", "compute")  # columns whose printed numbers carry a unit (K/M/G)
 
@@ -104,7 +104,9 @@ def _number(value, where: str, unit: str = "") -> dict:
         unit = own or unit
     else:
         number, decimals = float(value), getattr(value, "decimals", 0)
-    return {"value": number * SCALES[unit], "decimals": decimals, "unit": unit}
+    # "4.11e9", not 4.11 * 1e9 (= 4110000000.0000005): the printed number, exactly
+    exponent = round(math.log10(SCALES[unit]))
+    return {"value": float(f"{number!r}e{exponent}"), "decimals": decimals, "unit": unit}
 
 
 def _check_table(tid: str, t) -> dict:
@@ -123,7 +125,9 @@ def _check_table(tid: str, t) -> dict:
         _check_keys(row, ROW_KEYS, w, required=("model", "config", "match"))
         if not isinstance(row["match"], dict) or not row["match"]:
             raise PaperNumbersError(f"{w}.match: a non-empty mapping of our run fields, e.g. {{skip: FFFF}}")
-        out = {k: row[k] for k in ("model", "config", "match")}
+        if not isinstance(row.get("counted_with", {}), dict):
+            raise PaperNumbersError(f"{w}.counted_with: a mapping of model arguments, e.g. {{num_classes: 200}}")
+        out = {k: row[k] for k in ("model", "config", "match", "counted_with") if k in row}
         out["method"], out["dataset"] = row.get("method", t["method"]), row.get("dataset", t["dataset"])
         for key in ("accuracy", "gain_pp", "latency_ms"):
             if key in row:
@@ -193,9 +197,10 @@ def matches(row: dict, obs: dict, datasets: set) -> bool:
 
 def paper_ids(runs: pd.DataFrame) -> pd.Series:
     """Each run's `paper` config key (None where it has none)."""
-    if "paper" in runs.columns:
-        return runs["paper"].where(runs["paper"].notna(), None)
-    return runs["run"].map(lambda d: read_config(Path(d)).get("paper"))
+    ids = runs["paper"] if "paper" in runs.columns else runs["run"].map(lambda d: read_config(Path(d)).get("paper"))
+    # object dtype: pandas' string dtype would turn None back into NaN
+    return pd.Series([str(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else None for v in ids],
+                     index=runs.index, dtype=object)
 
 
 # ---- the table ------------------------------------------------------------------------------------
@@ -211,14 +216,14 @@ def _cells(values: pd.Series, paper: dict | None, scale: float, header: str, gai
     vals = pd.to_numeric(values, errors="coerce").dropna() * scale
     if paper is None:
         return {}
-    shift = round(math.log10(SCALES[paper["unit"]] / SCALES[header])) if paper["unit"] != header else 0
-    printed = paper["decimals"] + max(shift, 0)
+    # printed in K, shown in M: three more decimals keep every printed digit
+    printed = max(0, paper["decimals"] + round(math.log10(SCALES[header] / SCALES[paper["unit"]])))
     ref = paper["value"] / SCALES[header]
     cell_paper = f"{ref:.{printed}f}" + ("" if gain is None else f" ({gain['value']:+.{gain['decimals']}f})")
     if vals.empty:
         return {"ours": "-", "paper": cell_paper, "Δ": "-"}
     mean = vals.mean() / SCALES[header]
-    d = _decimals(mean, printed)
+    d = 2 if paper.get("percent") else _decimals(mean, printed)
     # the same number in every run (a count of one arch) is shown without "± 0"
     ours = f"{mean:.{d}f}" if vals.nunique() == 1 else mean_std(vals / SCALES[header], 1, d)
     return {"ours": ours, "paper": cell_paper, "Δ": f"{mean - ref:+.{d}f}"}
@@ -248,7 +253,8 @@ def compare(table: dict, obs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 paper = row.get(col)
                 if paper is None:
                     continue
-                cells = _cells(g[col], paper if col != "accuracy" else {**paper, "unit": ""}, scale,
+                # accuracy with 2 decimals, as every table of analysis/ shows it
+                cells = _cells(g[col], paper if col != "accuracy" else {**paper, "percent": True}, scale,
                                unit, row.get("gain_pp") if col == "accuracy" else None)
                 delta = "Δ acc (pp)" if col == "accuracy" else f"Δ {head}"
                 line.update({f"{head} ours": cells["ours"], f"{head} paper": cells["paper"], delta: cells["Δ"]})
@@ -285,7 +291,7 @@ def notes(table: dict, numbers: pd.DataFrame, methods: set) -> str:
 def paper_tables(runs, epochs, events, out_dir) -> list:
     """The registry piece: paper_<table>.{md,tex,csv} for every table some runs name; nothing otherwise."""
     ids = paper_ids(runs)
-    named = sorted({i for i in ids if i})
+    named = sorted({i for i in ids if isinstance(i, str)})
     if not named:
         return []
     tables = load_paper_numbers()
