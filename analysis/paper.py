@@ -32,7 +32,9 @@ TABLE_KEYS = {"method", "dataset", "source", "params", "compute", "rows", "claim
 COLUMN_KEYS = {"unit", "name", "counter", "note"}
 ROW_KEYS = {"model", "config", "match", "method", "dataset", "params", "compute", "accuracy", "gain_pp",
             "latency_ms", "counted_with"}
-CLAIM_KEYS = {"what", "ratio", "text"}
+CLAIM_KEYS = {"what", "ratio", "text", "ours"}
+# Our number beside a claim (analysis/sws.py family_ratios): the claims are "N x fewer / less".
+CLAIM_OURS = {"storage": ("storage", False), "cost_saving": ("cost", True)}  # (ratio, inverted)
 SIZES = ("params", "compute")  # columns whose printed numbers carry a unit (K/M/G)
 
 # How our numbers are counted, per method (a note names both counters under each table).
@@ -141,6 +143,9 @@ def _check_table(tid: str, t) -> dict:
     for i, claim in enumerate(t.get("claims") or []):
         _check_keys(claim, CLAIM_KEYS, f"{where}.claims[{i}]", required=("what", "ratio", "text"))
         _number(claim["ratio"], f"{where}.claims[{i}].ratio")
+        if "ours" in claim and claim["ours"] not in CLAIM_OURS:
+            raise PaperNumbersError(f"{where}.claims[{i}].ours: {claim['ours']!r}; allowed: "
+                                    f"{', '.join(CLAIM_OURS)}")
     return {**{k: t[k] for k in t if k != "rows"}, "id": tid, "rows": rows}
 
 
@@ -288,6 +293,28 @@ def notes(table: dict, numbers: pd.DataFrame, methods: set) -> str:
     return "\n\n".join(lines)
 
 
+def compare_claims(table: dict, runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """(display, note): each claim's ratio beside ours where our runs measure it (SWS's family ratios)."""
+    from analysis.sws import family_ratios
+    ratios = family_ratios(runs)
+    rows = []
+    for claim in table["claims"]:
+        key, inverted = CLAIM_OURS.get(claim.get("ours"), (None, False))
+        ours = ratios.get(key)
+        ours = None if ours is None else (1 / ours if inverted else ours)
+        rows.append({"claim": claim["what"], "paper": claim["text"], "paper ×": f"{float(claim['ratio']):g}",
+                     "ours ×": "-" if ours is None else f"{ours:.2f}",
+                     "Δ ×": "-" if ours is None else f"{ours - float(claim['ratio']):+.2f}"})
+    note = [f"Paper: {table['source']} (table `{table['id']}`, {table['dataset']}): claims without a table. "
+            "Ours (every depth with a descendant and a scratch twin, as the SWS depth table's row `all`): "
+            "stored parameters = descendants' params / one learngene's; total training cost = scratch "
+            "twins' training MACs / (learngene + descendants'). '-': our runs do not measure it."]
+    data = sorted(set(runs["data"]) - {table["dataset"]})
+    if data:
+        note.append(f"Stand-in: the paper's claims are on {table['dataset']}, ours on {', '.join(data)}.")
+    return pd.DataFrame(rows), "\n\n".join(note)
+
+
 def paper_tables(runs, epochs, events, out_dir) -> list:
     """The registry piece: paper_<table>.{md,tex,csv} for every table some runs name; nothing otherwise."""
     ids = paper_ids(runs)
@@ -303,8 +330,9 @@ def paper_tables(runs, epochs, events, out_dir) -> list:
             continue
         table = tables[tid]
         chosen = runs[ids == tid]
-        if not table["rows"]:
-            log.warning("paper table %r holds claims only (no rows to put beside ours)", tid)
+        if table.get("claims"):
+            display, note = compare_claims(table, chosen)
+            written += write_table(display, None, out_dir, f"paper_{tid}", note)
             continue
         obs = [o for (_, run) in chosen.iterrows() for o in observations(run, read_config(Path(run["run"])))]
         display, numbers = compare(table, obs)

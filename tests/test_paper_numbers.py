@@ -232,3 +232,26 @@ def test_analysis_prints_the_paper_column_and_the_difference(standin, capsys):
     assert "Stand-in: the paper's numbers are on imagenet1k, ours on digits" in md
     index = (standin / "analysis" / "index.md").read_text()
     assert "## The papers' numbers beside ours" in index and "| ResNet50-ADN" in index
+
+
+def test_sws_claims_beside_our_family_ratios(tmp_path):
+    """The SWS paper states ratios only (METHODS.md 3.4): ours are the depth table's row `all`."""
+    lg, pre = 1000, 5e9
+    for i, (phase, depth, params, macs) in enumerate([("descendant", 3, 3000, 1e9), ("descendant", 6, 6000, 2e9),
+                                                      ("scratch", 3, 3000, 10e9), ("scratch", 6, 6000, 20e9)]):
+        fake_run(tmp_path, f"r{i}", {"method": "sws", "model": "vit", "data": "digits", "test_acc": 0.5,
+                                     "sws_phase": phase, "sws_depth": depth, "params": params,
+                                     "train_macs_total": macs, "macs": 1,
+                                     **({"learngene_params": lg, "learngene_cost_macs": pre}
+                                        if phase == "descendant" else {})},
+                 {"paper": "sws_imagenet", "seed": 0, "sws": {"phase": phase, "depth": depth}})
+    runs, epochs, events = collect(tmp_path)
+    paper.paper_tables(runs, epochs, events, tmp_path / "out")
+    md = (tmp_path / "out" / "paper_sws_imagenet.md").read_text()
+    rows = {r["claim"]: r for r in md_rows(md)}
+    cost = rows["total training cost vs models trained from scratch"]
+    assert cost["paper ×"] == "6.6" and cost["ours ×"] == f"{30e9 / (pre + 3e9):.2f}" == "3.75"
+    assert cost["Δ ×"] == f"{3.75 - 6.6:+.2f}"
+    assert rows["stored parameters vs pretrain-then-fine-tune"]["ours ×"] == "9.00"  # (3000 + 6000) / 1000
+    assert rows["pre-training cost vs pretrain-then-fine-tune"]["ours ×"] == "-"
+    assert "Stand-in: the paper's claims are on imagenet1k, ours on digits." in md
