@@ -275,7 +275,9 @@ def compare(table: dict, obs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
 def notes(table: dict, numbers: pd.DataFrame, methods: set) -> str:
     """The lines under the table: source, how ours is counted vs the paper, stand-in datasets."""
     lines = [f"Paper: {table['source']} (table `{table['id']}`, {table['dataset']}). Ours: mean ± std over "
-             f"n runs or ADN sub-networks; Δ = ours - paper, in the column's unit (accuracy in pp)."]
+             f"the n runs that match the row; Δ = ours - paper, in the column's unit (accuracy in pp)."
+             + (" In brackets: the paper's gain over individually trained nets (pp)."
+                if any("gain_pp" in r for r in table["rows"]) else "")]
     ours_params, ours_compute = OURS_COUNTED.get(next(iter(methods)) if len(methods) == 1 else "", OURS_DEFAULT)
     for col, ours in (("params", ours_params), ("compute", ours_compute)):
         spec = table.get(col)
