@@ -1,5 +1,5 @@
 """The papers' numbers beside ours (experiments/reference/paper_numbers.yaml, analysis/paper.py), and the
-thop-style counter that reproduces the AdaGrow thesis's params / compute columns (growth/measure_thop.py)."""
+thop-style counter that reproduces the AdaGrow thesis's params / compute columns (growth/paper_counters.py)."""
 import json
 import shutil
 
@@ -11,7 +11,8 @@ from torch import nn
 from analysis import paper
 from analysis.collect import collect
 from growth.engine.record import SCHEMA_VERSION
-from growth.measure_thop import adagrow_thesis_counts, thop_counts
+from growth.measure import count_params
+from growth.paper_counters import adagrow_thesis_counts, thop_counts, torchsummaryx_madds
 from growth.models import create_model
 from tests.conftest import tiny_cfg
 from tests.test_analysis import table_rows
@@ -88,6 +89,30 @@ def test_thop_counts_pinned_against_thop():
     mobile = create_model("mobilenet", depths=(2, 3, 3), in_chans=3, num_classes=10)
     assert thop_counts(mobile, (3, 32, 32)) == (811_210, 20_317_376)
     assert all(not p.grad for p in basic.parameters()) and basic.training  # untouched, mode kept
+
+
+REDUCENET_ROWS = TABLES["reducenet_cifar10"]["rows"]
+
+
+@pytest.mark.parametrize("row", REDUCENET_ROWS, ids=[r["model"] for r in REDUCENET_ROWS])
+def test_reducenet_readme_params_and_madds_are_our_counts(row):
+    """Every ReduceNet README row (METHODS.md 2.4): our teacher (scaler 1) / student (scaler 0) of
+    that depth and width, unfolded, counted as torchsummaryX counts, prints as the README does."""
+    n, w = (row["match"]["model.depth"] - 2) // 6, row["match"]["model.width"]
+    model = create_model("reducenet", depths=(n, n, n), widths=(16 * w, 32 * w, 64 * w),
+                         scaler=1 if row["match"]["role"] == "teacher" else 0)
+    assert printed(count_params(model), row["params"]) == printed(row["params"]["value"], row["params"])
+    madds = torchsummaryx_madds(model, (3, 32, 32))
+    assert printed(madds, row["compute"]) == printed(row["compute"]["value"], row["compute"])
+
+
+def test_torchsummaryx_madds_counts_only_the_batchnorms_that_run():
+    """reduce20 width 1, docs/reference_numbers.md "ReduceNet sizes": the student's branch1 is skipped,
+    so its BNs add nothing (62.05 M teacher, 40.81 M student, MEASURED.md)."""
+    teacher = create_model("reducenet")
+    student = create_model("reducenet", scaler=0)
+    assert round(torchsummaryx_madds(teacher, (3, 32, 32)) / 1e6, 2) == 62.05
+    assert round(torchsummaryx_madds(student, (3, 32, 32)) / 1e6, 2) == 40.81
 
 
 # ---- the file's schema ------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
-"""Counts the way the `thop` package (pytorch-OpCounter 0.1.x) makes them, to compare our models with
-numbers a paper measured with it: the AdaGrow thesis's params / compute columns
-(experiments/reference/paper_numbers.yaml, tests/test_paper_numbers.py).
+"""Counts the way the seed papers' counters make them, to compare our models with the numbers they
+printed (experiments/reference/paper_numbers.yaml, tests/test_paper_numbers.py). Neither counter is a
+dependency (our own counts are growth/measure.py's), so their rules are replicated here for the layer
+types our families use.
 
-thop is not a dependency (our own counts are growth/measure.py's), so its rules are replicated here for
-the layer types our conv families use:
-
+thop (pytorch-OpCounter 0.1.x; the AdaGrow thesis's params / compute columns):
 - a module counts only if its type is exactly one thop knows (a subclass does not) and the forward pass
   calls it; functional calls (F.relu, F.adaptive_avg_pool2d, +) count nothing;
 - params: every parameter of each counted module that ran, conv biases included;
@@ -13,12 +12,18 @@ the layer types our conv families use:
   average pool: (input area / output area + 1) per output element; avg pool: 1 per output element;
   ReLU, max pool, dropout, padding: 0.
 
+torchsummaryX (ReduceNet's README "MAdds"): conv / linear MACs of the modules that run, plus 1 per
+weight of each BatchNorm that runs; params are the trainable ones (growth.measure.count_params).
+
     params, macs = thop_counts(model, (3, 32, 32))
+    madds = torchsummaryx_madds(model, (3, 32, 32))
 """
 import math
 
 import torch
 from torch import nn
+
+from growth.measure import forward_macs
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm)
 _ZERO = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d,
@@ -89,3 +94,21 @@ def adagrow_thesis_counts(model: nn.Module, input_shape=(3, 32, 32)) -> tuple[in
     """The AdaGrow thesis's params / compute of one of our AdaGrow conv nets: thop on the single-branch
     training-form model, with the original's discarded Downstream BN (MEASURED.md)."""
     return thop_counts(model, input_shape, phantom_bn=list(getattr(model, "downs", [])))
+
+
+def torchsummaryx_madds(model: nn.Module, input_shape) -> int:
+    """Mult-adds as torchsummaryX reports them: conv / linear MACs (FlopCounterMode, unfolded model) plus
+    one per weight of every BatchNorm the forward pass calls (ReduceNet's student skips branch1's)."""
+    bn = [0]
+
+    def count(m, inputs, output):
+        bn[0] += m.weight.numel() if m.weight is not None else 0
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    hooks = [m.register_forward_hook(count) for m in norms]
+    try:
+        macs = forward_macs(model, input_shape)
+    finally:
+        for h in hooks:
+            h.remove()
+    return macs + bn[0]
