@@ -17,7 +17,13 @@ of any depth from its stage blocks (the learngene).
 |              | (model.variant)                                 | the descendant: replay = same function  |
 | heads        | descendant heads = aux heads / 2 (12 -> 6)      | descendant heads = aux heads            |
 | kd_reduction | KL summed, / (batch x classes) (DeiT)           | KL summed, / batch                      |
+
+A dry run (trainer.dry_run) needs no file it is not given: a timm teacher without `teacher_weights` and
+a descendant without `learngene` start from random init there (sizes and costs do not depend on the
+weights), but a path that is given must exist, in a dry run as in a real one. `dry_run_sizes` reports
+the aux, learngene, family and planned-cost numbers (growth/methods/sws_cost.py).
 """
+from pathlib import Path
 import copy
 import logging
 
@@ -28,7 +34,7 @@ from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs
 from growth.methods.base import Method, Phase, choice
 from growth.methods.distill import kd_loss
-from growth.methods.sws_cost import aux_summary, descendant_summary
+from growth.methods.sws_cost import aux_dry_run, aux_summary, descendant_dry_run, descendant_summary
 from growth.methods.sws_teacher import is_path, load_our_file, timm_teacher
 from growth.methods.teacher import FrozenTeacher
 from growth.models import build_model, learngene
@@ -58,6 +64,7 @@ class SWS(Method):
         if self.tau <= 0:
             raise ConfigError("method.tau", m.get("tau"), "must be positive")
         self.aux_epochs = int(cfg["trainer"]["epochs"])
+        self.dry_run = bool(cfg["trainer"].get("dry_run", False))
         self.teacher_epochs = 0
         self.teacher_name, self.teacher_weights = m.get("teacher"), m.get("teacher_weights")
         if self.stage == "aux":
@@ -70,6 +77,10 @@ class SWS(Method):
                 self.gene_error = e
         self.load_head = choice(m.get("load_head", "auto"), "method.load_head", ("auto", True, False))
         self.scratch_epochs = m.get("scratch_epochs")
+        self.descendant_epochs = m.get("descendant_epochs")
+        if self.descendant_epochs is not None and (isinstance(self.descendant_epochs, bool) or not isinstance(
+                self.descendant_epochs, int) or self.descendant_epochs < 1):
+            raise ConfigError("method.descendant_epochs", self.descendant_epochs, "a positive integer or null")
         self.family_depths = list(m.get("family_depths") or [])
         self.teacher, self.switched, self.teacher_info, self.heads = None, False, {}, None
 
@@ -95,7 +106,11 @@ class SWS(Method):
             return
         if name not in timm.list_models():
             raise ConfigError("method.teacher", name, "a timm model name, a checkpoint path (.pt), or null")
-        if not epochs and not self.teacher_weights:
+        if self.teacher_weights and not Path(str(self.teacher_weights)).is_file():
+            # now, not at setup: a real run would scan the whole dataset first
+            raise ConfigError("method.teacher_weights", str(self.teacher_weights),
+                              f"file does not exist (the timm {name} teacher's state_dict file)")
+        if not epochs and not self.teacher_weights and not self.dry_run:
             raise ConfigError("method.teacher_weights", None, f"the timm teacher {name} needs its weights file, "
                               "or method.teacher_epochs > 0 to train it in this run")
 
@@ -141,6 +156,9 @@ class SWS(Method):
             if fresh and self.teacher_name and not self.teacher_epochs:
                 self._freeze_teacher(ctx, *self._given_teacher(ctx))
         elif self.stage == "descendant":
+            if self.gene is None and self.dry_run and not self.gene_path:
+                log.info("sws: dry run without method.learngene: the descendant keeps its random init")
+                return
             if self.gene is None:  # neither a readable learngene file nor a checkpoint holding it
                 raise self.gene_error
             if self.gene_error is not None:
@@ -215,6 +233,12 @@ class SWS(Method):
             out["report"] = [f"descendant: storage {out['storage_ratio']:.2f}x the learngene, training cost "
                              f"with the learngene {out['cost_ratio']:.2f}x a {out['scratch_epochs']}-epoch scratch twin"]
         return out
+
+    def dry_run_sizes(self, ctx) -> dict:
+        if self.stage == "aux":
+            teacher = self.teacher.module if self.teacher is not None and self.alpha > 0 else None
+            return aux_dry_run(self, ctx.model, teacher)
+        return descendant_dry_run(self, ctx.model)
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -1,0 +1,198 @@
+"""Learngene SWS at the paper's sizes (conf/experiment/sws_*_imagenet.yaml): Aux-S/B and Des-S/B are only
+built and counted (no training at 224 px but one Des-S step), the gene transfer at Des-S scale, the dry-run
+sizes and planned ratios, and the teacher's weights file (a small timm model on the same code path)."""
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from benchmarks.common import compose
+from growth.errors import ConfigError
+from growth.measure import count_params, train_step_macs
+from growth.methods import sws_cost
+from growth.methods.sws import SWS
+from growth.methods.sws_teacher import timm_teacher
+from growth.models import build_model, learngene
+from growth.models.sws import SWSAux
+
+IMAGENET = {"name": "imagefolder", "image_size": 224, "in_chans": 3, "num_classes": 1000}
+README_12 = [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4]  # the original README's --layers-source
+# MEASURED.md (eddiexia98/SWS at 2ad3b64, timm ViTs): one block of each width, the models' totals
+SMALL_BLOCK, BASE_BLOCK = 1_774_464, 7_087_872
+# ours: the learngene proper = the 5 blocks + patch embedding (3*16*16*D + D) + position embedding (196*D)
+GENE_S = 5 * SMALL_BLOCK + 295_296 + 75_264
+
+
+def experiment(name: str, **over) -> dict:
+    return compose(experiment=name, **over)
+
+
+def build(name: str, meta: bool = True, **over):
+    """The experiment's model for ImageNet, on the meta device unless asked (to count: shapes only, no
+    memory and no init time; MACs count there too)."""
+    torch.manual_seed(0)
+    cfg = experiment(name, **over)
+    with torch.device("meta" if meta else "cpu"):
+        return build_model(cfg["model"], IMAGENET), cfg
+
+
+def dry_method(cfg: dict) -> SWS:
+    cfg["trainer"]["dry_run"] = True  # the key is the dry-run branch's; the method reads it as a plain value
+    return SWS(cfg)
+
+
+# ---- sizes --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,total,blocks,rest,block", [
+    ("sws_aux_s_imagenet", 9_628_648, 8_872_320, 756_328, SMALL_BLOCK),
+    ("sws_aux_b_imagenet", 36_951_016, 35_439_360, 1_511_656, BASE_BLOCK)])
+def test_aux_sizes_are_the_originals(name, total, blocks, rest, block):
+    model, _ = build(name)
+    assert model.arch_string() == "s3-3-4-3-3h12" and model.depth == 16
+    assert count_params(model) == total
+    gene = learngene.view(model)
+    assert learngene.block_params(gene) == blocks == 5 * block
+    assert count_params(model.stages[0]) == block
+    assert total - blocks == rest  # patch and position embedding, final norm, head
+
+
+@pytest.mark.parametrize("name,total,block,heads", [("sws_des_s_imagenet", 22_049_896, SMALL_BLOCK, 12),
+                                                    ("sws_des_b_imagenet", 86_566_120, BASE_BLOCK, 12)])
+def test_descendant_sizes_are_the_originals(name, total, block, heads):
+    model, _ = build(name)
+    assert count_params(model) == total and model.depth == 12
+    assert count_params(model.net.blocks[0]) == block
+    assert model.spec_kwargs()["heads"] == heads  # fixed: the learngene's 12 (Des-B: DeiT-B's 12 either way)
+    assert model.net.global_pool == "avg" and model.net.cls_token is None
+
+
+def test_faithful_des_s_has_the_originals_six_heads_and_des_b_keeps_twelve():
+    s, _ = build("sws_des_s_imagenet", **{"method.variant": "faithful"})
+    b, _ = build("sws_des_b_imagenet", **{"method.variant": "faithful"})
+    assert s.spec_kwargs()["heads"] == 6 and b.spec_kwargs()["heads"] == 12
+    assert count_params(s) == 22_049_896  # the heads re-partition qkv: same tensors, same count
+
+
+# ---- gene transfer ------------------------------------------------------------------------------------
+def test_even_rule_gives_the_readme_list_and_the_experiment_uses_it():
+    assert learngene.even_source(12, 5) == README_12
+    assert learngene.parse_source("even", 12, 5, [3, 3, 4, 3, 3]) == README_12
+    assert learngene.auto_source(12, [3, 3, 4, 3, 3]) != README_12  # auto follows the aux's 4-layer stage 2
+    assert learngene.even_source(8, 5) == [0, 0, 1, 1, 2, 2, 3, 4] and learngene.even_source(3, 5) == [0, 2, 4]
+    for name in ("sws_des_s_imagenet", "sws_des_b_imagenet"):
+        assert experiment(name)["method"]["layers_source"] == README_12
+
+
+def test_gene_transfer_at_des_s_scale_copies_every_layer_from_its_stage():
+    aux, _ = build("sws_aux_s_imagenet", meta=False)
+    gene = learngene.extract(aux)
+    des, cfg = build("sws_des_s_imagenet", meta=False)
+    source = learngene.parse_source(cfg["method"]["layers_source"], 12, 5, aux.stage_repeats)
+    learngene.init_descendant(des, gene, source, load_head=True)
+    for i, (block, stage) in enumerate(zip(des.net.blocks, README_12)):
+        mine, theirs = block.state_dict(), aux.stages[stage].state_dict()
+        assert len(mine) == 12 and mine.keys() == theirs.keys(), i  # norm1, qkv, proj, norm2, fc1, fc2: w and b
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine), (i, stage)
+    assert torch.equal(des.net.pos_embed, aux.pos_embed)
+    assert torch.equal(des.net.patch_embed.proj.weight, aux.patch_embed.proj.weight)
+    assert torch.equal(des.net.fc_norm.weight, aux.norm.weight) and torch.equal(des.net.head.weight, aux.head.weight)
+    # layers 0-2 start as one block, layer 3 from the next stage
+    assert torch.equal(des.net.blocks[0].attn.qkv.weight, des.net.blocks[2].attn.qkv.weight)
+    assert not torch.equal(des.net.blocks[2].attn.qkv.weight, des.net.blocks[3].attn.qkv.weight)
+
+
+# ---- dry-run sizes and the plan's ratios ------------------------------------------------------------------
+def test_descendant_sizes_are_affine_in_depth_exactly():
+    kw = {"embed_dim": 32, "mlp_ratio": 4.0, "patch_size": 4, "img_size": 16, "in_chans": 3, "num_classes": 5,
+          "heads": 2}
+    sizes = sws_cost.descendant_sizes(kw, [1, 5])
+    direct = build_model({"family": "sws_descendant", "depth": 5, **kw, "aux_heads": 2, "drop_path": 0.1},
+                         {"name": "x", "image_size": 16, "in_chans": 3, "num_classes": 5})
+    assert sizes[5] == (count_params(direct), train_step_macs(direct, (3, 16, 16)))
+
+
+def test_aux_s_dry_run_sizes_and_ratios():
+    model, cfg = build("sws_aux_s_imagenet")
+    method = dry_method(cfg)  # no teacher_weights: a dry run may go without (random init)
+    with torch.device("meta"):
+        teacher = timm_teacher("levit_384", IMAGENET).eval()
+    out = sws_cost.aux_dry_run(method, model, teacher)
+    assert out["aux_params"] == 9_628_648 and out["learngene_block_params"] == 8_872_320
+    assert out["rest_params"] == 756_328 and out["learngene_params"] == GENE_S == 9_242_880
+    assert out["descendant_params"] == {"12": 22_049_896} and out["family_params"] == 22_049_896
+    assert out["family_storage_ratio"] == pytest.approx(22_049_896 / 9_242_880)  # 2.386
+    aux, kd, des = out["aux_train_macs_per_image"], out["teacher_forward_macs"], \
+        out["descendant_train_macs_per_image"]["12"]
+    assert out["learngene_cost_macs_per_image"] == 150 * (aux + kd)
+    assert out["family_cost_ratio"] == pytest.approx((150 * (aux + kd) + 10 * des) / (300 * des))
+    assert out["pretrain_cost_ratio"] == pytest.approx(150 * (aux + kd) / (300 * des))
+    # counted: 16 small blocks ~ 4/3 of DeiT-S; LeViT-384 ~2.35 GMACs forward
+    assert 17e9 < aux < 19.5e9 and 2.2e9 < kd < 2.5e9 and 13e9 < des < 14.5e9
+
+
+def test_method_dry_run_sizes_hook_on_both_phases():
+    """The Method hook on a context with just the model (what the dry run gives): aux (no teacher built:
+    counted without KD) and a Des-S without a learngene file."""
+    model, cfg = build("sws_aux_s_imagenet", **{"method.family_depths": "[6,12]"})
+    out = dry_method(cfg).dry_run_sizes(SimpleNamespace(model=model, data_info=IMAGENET))
+    assert out["descendant_params"] == {"6": 6 * SMALL_BLOCK + 756_328, "12": 22_049_896}
+    assert out["teacher_forward_macs"] == 0  # setup did not run here: no frozen teacher yet
+    des, cfg = build("sws_des_s_imagenet")
+    out = dry_method(cfg).dry_run_sizes(SimpleNamespace(model=des, data_info=IMAGENET))
+    assert out["descendant_params"] == 22_049_896 and out["descendant_depth"] == 12
+    assert out["learngene_params"] == GENE_S  # the shape's: 5 stages named by layers_source
+    assert out["storage_ratio"] == pytest.approx(22_049_896 / GENE_S)
+
+
+# ---- the teacher's weights file ---------------------------------------------------------------------------
+def test_teacher_weights_file_is_checked_early_and_loaded_through_timms_filter(tmp_path):
+    """levit_128s (7.8M params) on the levit_384 code path: a DeiT-style {'model': ...} .pth holding the
+    attention_bias_idxs buffers older LeViT files carry (timm's filter drops them), and a .safetensors."""
+    src = timm_teacher("levit_128s", IMAGENET)
+    state = {**src.net.state_dict(), **{k: b for k, b in src.net.named_buffers() if "attention_bias_idxs" in k}}
+    torch.save({"model": state}, tmp_path / "levit.pth")
+    from safetensors.torch import save_file
+    save_file(src.net.state_dict(), str(tmp_path / "levit.safetensors"))
+    for file in ("levit.pth", "levit.safetensors"):
+        got = timm_teacher("levit_128s", IMAGENET, tmp_path / file)
+        assert all(torch.equal(a, b) for a, b in zip(got.net.state_dict().values(), src.net.state_dict().values()))
+    with pytest.raises(ConfigError, match=r"^method.teacher_weights=.*levit.pth.*does not fit timm test_vit"):
+        timm_teacher("test_vit", IMAGENET, tmp_path / "levit.pth")
+    (tmp_path / "junk.safetensors").write_text("not a file of tensors")
+    with pytest.raises(ConfigError, match=r"^method.teacher_weights=.*corrupt or unreadable"):
+        timm_teacher("levit_128s", IMAGENET, tmp_path / "junk.safetensors")
+
+
+@pytest.mark.parametrize("dry", [False, True])
+def test_a_given_teacher_weights_path_must_exist_dry_run_or_not(dry):
+    cfg = experiment("sws_aux_s_imagenet", **{"method.teacher_weights": "/nonexistent/levit_384.pth"})
+    cfg["trainer"]["dry_run"] = dry
+    with pytest.raises(ConfigError) as e:
+        SWS(cfg)  # before the data are built: an ImageNet scan takes minutes
+    assert str(e.value).startswith("method.teacher_weights='/nonexistent/levit_384.pth'")
+    assert "does not exist" in str(e.value)
+
+
+def test_a_real_run_needs_teacher_weights_and_a_dry_run_does_not():
+    with pytest.raises(ConfigError, match=r"^method.teacher_weights=None.*levit_384 needs its weights file"):
+        SWS(experiment("sws_aux_s_imagenet"))
+    assert dry_method(experiment("sws_aux_s_imagenet")).teacher_weights is None
+
+
+# ---- one Des-S training step at 224 px on CPU ---------------------------------------------------------------
+def test_one_des_s_training_step_at_224_on_cpu():
+    from growth.engine.optim import build_optimizer
+    model, cfg = build("sws_des_s_imagenet", meta=False)
+    method, opt = dry_method(cfg), build_optimizer(model, cfg["optim"])
+    x, y = torch.randn(2, 3, 224, 224), torch.tensor([3, 999])
+    before = model.net.blocks[5].mlp.fc1.weight.detach().clone()
+    start = time.perf_counter()
+    loss, logits = method.loss(model, x, y, SimpleNamespace(label_smoothing=0.0))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    seconds = time.perf_counter() - start
+    print(f"Des-S one training step, batch 2, 224 px, CPU: {seconds:.2f} s")  # measured 0.7-1.0 s, 1 thread
+    assert logits.shape == (2, 1000) and loss.isfinite()
+    assert not torch.equal(model.net.blocks[5].mlp.fc1.weight, before)
+    assert seconds < 30
