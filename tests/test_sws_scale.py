@@ -196,3 +196,48 @@ def test_one_des_s_training_step_at_224_on_cpu():
     assert logits.shape == (2, 1000) and loss.isfinite()
     assert not torch.equal(model.net.blocks[5].mlp.fc1.weight, before)
     assert seconds < 30
+
+
+# ---- the sweeps -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,scale", [("sws_aux_imagenet", None), ("sws_imagenet", None), ("sws_imagenet", "base")])
+def test_every_sweep_job_composes_to_the_paper_setup(name, scale):
+    """Each job's overrides compose (quoted learngene paths included) and give a layers_source that fits
+    its depth; the descendants read the learngene the aux sweep writes for their width."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from growth.sweeps import expand_jobs, load_experiment
+    from tests.conftest import ROOT
+    jobs = expand_jobs(load_experiment(ROOT / "experiments", name), scale=scale)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfgs = [OmegaConf.to_container(hydra_compose(config_name="config", overrides=j["overrides"]), resolve=True)
+                for j in jobs]
+    if name == "sws_aux_imagenet":
+        assert [(c["model"]["embed_dim"], c["trainer"]["epochs"]) for c in cfgs] == [(384, 150), (768, 100)]
+        assert all(c["method"]["family_depths"] == list(range(6, 13)) for c in cfgs)
+        return
+    size = "b" if scale == "base" else "s"
+    assert sorted(c["model"]["depth"] for c in cfgs) == list(range(6, 13))
+    for c in cfgs:
+        assert c["model"]["embed_dim"] == (768 if size == "b" else 384) and c["seed"] == 123
+        assert c["method"]["learngene"].endswith(f"experiment=sws_aux_{size}_imagenet/checkpoints/learngene.pt")
+        source = learngene.parse_source(c["method"]["layers_source"], c["model"]["depth"], 5, [3, 3, 4, 3, 3])
+        assert source == (README_12 if c["model"]["depth"] == 12 else learngene.even_source(c["model"]["depth"], 5))
+
+
+# ---- the README's stage-1 and stage-2 settings, key by key (METHODS.md 3.3) ---------------------------------
+@pytest.mark.parametrize("name,epochs,lr,min_lr,warmup,seed", [
+    ("sws_aux_s_imagenet", 150, 5e-4, 1e-5, 5, 0), ("sws_aux_b_imagenet", 100, 5e-4, 1e-5, 5, 0),
+    ("sws_des_s_imagenet", 10, 5e-5, 1e-6, 0, 123), ("sws_des_b_imagenet", 10, 1e-5, 1e-6, 0, 123)])
+def test_experiments_hold_the_readme_settings(name, epochs, lr, min_lr, warmup, seed):
+    c = experiment(name)
+    o, t, m = c["optim"], c["trainer"], c["method"]
+    assert (t["epochs"], o["lr"], o["min_lr"], o["warmup_epochs"], c["seed"]) == (epochs, lr, min_lr, warmup, seed)
+    assert o["name"] == "adamw" and o["weight_decay"] == 0.05 and o["schedule"] == "cosine"
+    assert t["batch_size"] == 128 and t["precision"] == "fp16"  # per rank (x 4 GPUs = 512); AMP
+    assert c["data"]["name"] == "imagefolder" and c["data"]["image_size"] == 224
+    assert c["model"]["patch_size"] == 16 and c["model"]["drop_path"] == 0.1
+    if m["phase"] == "aux":
+        assert (m["teacher"], m["teacher_weights"], m["alpha"], m["tau"]) == ("levit_384", None, 1.0, 1.0)
+        assert c["model"]["stage_repeats"] == [3, 3, 4, 3, 3] and m["aux_heads"] == 12
+    else:
+        assert m["learngene"] is None and m["layers_source"] == README_12 and m["load_head"] == "auto"
