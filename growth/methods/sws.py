@@ -23,9 +23,9 @@ a descendant without `learngene` start from random init there (sizes and costs d
 weights), but a path that is given must exist, in a dry run as in a real one. `dry_run_sizes` reports
 the aux, learngene, family and planned-cost numbers (growth/methods/sws_cost.py).
 """
-from pathlib import Path
 import copy
 import logging
+from pathlib import Path
 
 import timm
 import torch
@@ -107,7 +107,7 @@ class SWS(Method):
         if name not in timm.list_models():
             raise ConfigError("method.teacher", name, "a timm model name, a checkpoint path (.pt), or null")
         if self.teacher_weights and not Path(str(self.teacher_weights)).is_file():
-            # now, not at setup: a real run would scan the whole dataset first
+            # at construction, not in setup: a dry run or a preflight that builds only the method sees it too
             raise ConfigError("method.teacher_weights", str(self.teacher_weights),
                               f"file does not exist (the timm {name} teacher's state_dict file)")
         if not epochs and not self.teacher_weights and not self.dry_run:
@@ -236,9 +236,20 @@ class SWS(Method):
 
     def dry_run_sizes(self, ctx) -> dict:
         if self.stage == "aux":
-            teacher = self.teacher.module if self.teacher is not None and self.alpha > 0 else None
-            return aux_dry_run(self, ctx.model, teacher)
+            return aux_dry_run(self, ctx.model, self._counted_teacher(ctx))
         return descendant_dry_run(self, ctx.model)
+
+    def _counted_teacher(self, ctx):
+        """The teacher whose forward the aux pays for: the frozen one once setup made it, else a timm
+        one of the same name on the meta device (shapes only; setup may not have run)."""
+        if self.alpha == 0 or not self.teacher_name:
+            return None
+        if self.teacher is not None:
+            return self.teacher.module
+        if is_path(str(self.teacher_name)):
+            return None  # one of our checkpoints: not counted before setup has read it
+        with torch.device("meta"):
+            return timm_teacher(self.teacher_name, ctx.data_info)
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
