@@ -2,6 +2,7 @@
 ratios. No threshold is checked here: timings on a shared CI machine are too noisy to assert on."""
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -78,3 +79,32 @@ def test_adagrow_vs_fixed_cost_to_reach_and_never_reached():
     fixed[-1]["val_acc"] = 0.95
     got = compare(ada, fixed)
     assert got["macs_ratio"] is None and got["time_ratio"] is None and got["best_gap"] == pytest.approx(0.05)
+
+
+def run_json(module: str, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", module, *args, "--json"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.slow  # ~10 s: a subprocess importing torch and torchvision
+def test_data_on_device_benchmark_tiny():
+    """Device-held CIFAR-10 vs the PIL DataLoader on generated CIFAR-10 files: rates and their ratio."""
+    rec = run_json("benchmarks.data_on_device", "--images", "64", "--batch", "16", "--workers", "0", "--reps", "1",
+                   "--device", "cpu")
+    assert positive(rec["ratio"]) and all(positive(v) for v in rec["images_per_s"].values())
+    assert set(rec["images_per_s"]) == {"device", "pil"} and rec["images_per_epoch"] == 64
+    assert rec["ratio"] == pytest.approx(rec["images_per_s"]["device"] / rec["images_per_s"]["pil"], rel=1e-3)
+
+
+@pytest.mark.slow  # ~10 s: a subprocess that builds a job (Hydra, torch, torchvision)
+def test_loader_throughput_benchmark_tiny():
+    """Loader alone vs train step alone on a generated ImageFolder tree: positive rates, ratio, verdict."""
+    rec = run_json("benchmarks.loader_throughput", "data.image_size=32", "model.arch=1-1-1", "model.widths=[8,12,16]",
+                   "trainer.batch_size=4", "trainer.device=cpu", "--make-imagefolder", "12", "--make-size", "48",
+                   "--batches", "2", "--reps", "1")
+    assert (rec["data"], rec["image_size"], rec["batch_size"], rec["input_shape"]) == ("imagefolder", 32, 4, [3, 32, 32])
+    assert positive(rec["loader_images_per_s"]) and positive(rec["step_images_per_s"]) and positive(rec["ratio"])
+    assert rec["ratio"] == pytest.approx(rec["loader_images_per_s"] / rec["step_images_per_s"], rel=1e-2)
+    assert ("does not bound" in rec["verdict"]) == (rec["ratio"] >= 1)

@@ -42,7 +42,8 @@ class TensorLoader:
         n = len(self.y) // self.world / self.batch_size
         return max(1, math.floor(n)) if self.drop_last else math.ceil(n)
 
-    def __iter__(self):
+    def batch_indices(self):
+        """The sample indices of each batch left in this epoch (this rank's share, from start_batch on)."""
         n = len(self.y)
         if self.shuffle:
             order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch)).to(self.y.device)
@@ -50,7 +51,10 @@ class TensorLoader:
             order = torch.arange(n, device=self.y.device)
         order = shard_order(order, self.rank, self.world)
         for i in range(self.start_batch, len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield order[i * self.batch_size:(i + 1) * self.batch_size]
+
+    def __iter__(self):
+        for idx in self.batch_indices():
             yield self.x[idx], self.y[idx]
 
 

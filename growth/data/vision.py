@@ -10,6 +10,7 @@ from torch.utils.data import Subset
 from torchvision import datasets, transforms as T
 
 from growth.data.bundle import DataBundle
+from growth.data.device_images import device_bundle
 from growth.data.loaders import DatasetLoader
 from growth.errors import ConfigError
 
@@ -76,16 +77,20 @@ def build_torchvision(cfg: dict, args: dict) -> DataBundle:
     download = bool(cfg.get("download", False))
     root = Path(cfg.get("root") or ".") if download else check_root(cfg, how)
     aug = bool(cfg.get("augment", True))
+    held = args.get("data_on_device") is True  # whole on the device, augmented there (device_images.py)
+    tf = (lambda train: None) if held else (lambda train: _transforms(size, mean, std, flip, train, aug))
     try:
-        train_set = _tv_dataset(cls, root, True, download, _transforms(size, mean, std, flip, True, aug))
-        eval_train = _tv_dataset(cls, root, True, False, _transforms(size, mean, std, flip, False, aug))
-        test = _tv_dataset(cls, root, False, download, _transforms(size, mean, std, flip, False, aug))
+        train_set = _tv_dataset(cls, root, True, download, tf(True))
+        eval_train = train_set if held else _tv_dataset(cls, root, True, False, tf(False))
+        test = _tv_dataset(cls, root, False, download, tf(False))
     # Truncated files surface as assertion/type/value errors inside torchvision's readers.
     except (RuntimeError, OSError, AssertionError, TypeError, ValueError) as e:
         raise ConfigError("data.root", str(root),
                           f"{name} files not found or unreadable ({type(e).__name__}: {e}); expected {how}")
     train, val = _holdout(train_set, eval_train, float(cfg.get("val_fraction", 0.1)), int(cfg.get("split_seed", 0)))
     val = val if val is not None else test
+    if held:
+        return device_bundle(train, val, test, name, SETS[name], aug, args)
     return DataBundle(*_loaders(train, val, test, args), name, chans, classes, size)
 
 

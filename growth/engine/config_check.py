@@ -27,6 +27,7 @@ GROUPS = ("data", "method", "optim", "model", "grow_mode", "initializer", "train
 MORE = {
     "trainer.grad_clip": {"float"},                  # default 0 (off); any max norm
     "trainer.compile": {"null"},
+    "trainer.data_on_device": {"bool"},              # auto | true | false
     "trainer.resume": {"str"},
     "trainer.export": {"str"},
     "model.stem_stride": {"int"},                    # auto | a stride

@@ -146,11 +146,11 @@ def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
     amp = resolve_precision(t.get("precision", "fp32"), device)
     # Ranks draw differently (dropout, augmentation); their weights still start equal: DDP broadcasts.
     seed_everything(cfg["seed"] + info.rank)
-    on_device = t.get("data_on_device", True)
+    on_device = t.get("data_on_device", "auto")  # auto: tensor sets; true: CIFAR-style file sets too
     data = build_data(cfg["data"], {
         "batch_size": t["batch_size"], "eval_batch_size": t["eval_batch_size"], "seed": cfg["seed"],
         "device": device if on_device else torch.device("cpu"), "num_workers": int(t.get("num_workers", 0)),
-        "pin_memory": device.type == "cuda"})
+        "pin_memory": device.type == "cuda", "data_on_device": on_device})
     if info.enabled:
         data.train.shard(info.rank, info.world)
     model = build_model(cfg["model"], data.info)
