@@ -189,7 +189,8 @@ def _hydra_app():
             summary = run_job(OmegaConf.to_container(cfg, resolve=True), run_dir)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
-            record = RunRecord(run_dir, write=not isinstance(e, RunDirBusy))  # a busy dir is not ours to write
+            # A busy dir is not ours to write; a dry run writes nothing but its own summary.
+            record = RunRecord(run_dir, write=not isinstance(e, RunDirBusy) and not cfg.trainer.get("dry_run"))
             if record.write and not record.path("summary").exists():
                 record.write_summary({"status": "failed", "error": str(e)})
             if multirun:  # one bad job must not stop the sweep; the summary says it failed
@@ -205,6 +206,10 @@ def _hydra_app():
             return None
         if int(os.environ.get("RANK", "0")) != 0:  # distributed: rank 0 reports
             return summary.get("final_val_acc")
+        if summary["status"] == "dry_run":
+            print(dry_run_line(summary))
+            print(f"run record: {run_dir / 'summary.json'}")
+            return None
         if summary.get("already_completed"):  # nothing trained, nothing rewritten
             print(f"already completed: {status_line(summary)}\nrun record: {run_dir}")
             return summary.get("final_val_acc")
@@ -222,6 +227,15 @@ def status_line(summary: dict) -> str:
     return (f"status {summary['status']}: arch {summary['arch']}, params {summary['params']:,} "
             f"(deployed {summary['deploy_params']:,}), final val acc {summary['final_val_acc']}, "
             f"test acc {summary['test_acc']}, train time {summary['train_time_s']:.1f}s")
+
+
+def dry_run_line(summary: dict) -> str:
+    sizes = summary["method_sizes"]
+    extra = f", method sizes: {', '.join(map(str, sizes))}" if sizes else ""
+    return (f"dry run: arch {summary['arch']}, params {summary['params']:,} (deployed {summary['deploy_params']:,}), "
+            f"{summary['macs'] / 1e6:.2f} M MACs per sample (train {summary['train_macs_per_sample'] / 1e6:.2f} M), "
+            f"input {'x'.join(map(str, summary['input_size']))}, {summary['num_classes']} classes, "
+            f"random step loss {summary['step_loss']:.4f}{extra}")
 
 
 def print_report(summary: dict, run_dir: Path) -> None:

@@ -209,6 +209,10 @@ def build_text(cfg: dict, args: dict) -> DataBundle:
         texts, labels = [texts[i] for i in perm[n_val:]], [labels[i] for i in perm[n_val:]]
     test = read_split(test_path, text_col, label_col) if test_path is not None else val
     (y_tr, y_va, y_te), classes = label_ids(labels, {"val": val[1], "test": test[1]}, label_col)
+    expected = cfg.get("num_classes")  # set, e.g. for a dry run's sake: the labels must agree with it
+    if expected is not None and expected != len(classes):
+        raise ConfigError("data.num_classes", expected, f"the labels give {len(classes)} classes; allowed: that "
+                          "count, or null to take it from the labels")
     if cfg.get("tokenizer"):
         tok = LocalTokenizer(cfg["tokenizer"])
     else:

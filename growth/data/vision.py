@@ -127,5 +127,9 @@ def build_imagefolder(cfg: dict, args: dict) -> DataBundle:
         test = _same_classes(root, "test", eval_tf, train_set.classes) if (root / "test").is_dir() else val
     except FileNotFoundError as e:
         raise ConfigError("data.root", str(root), f"{e}; expected {how}")
+    expected = cfg.get("num_classes")  # set, e.g. for a dry run's sake: the folders must agree with it
+    if expected is not None and expected != len(train_set.classes):
+        raise ConfigError("data.num_classes", expected, f"{root / 'train'} has {len(train_set.classes)} class "
+                          "folders; allowed: that count, or null to take it from the folders")
     return DataBundle(*_loaders(train, val, test, args), "imagefolder", 3, len(train_set.classes), size,
                       {"classes": train_set.classes})

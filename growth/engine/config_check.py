@@ -47,6 +47,7 @@ MORE = {
     "data.root": {"str"},
     "data.tokenizer": {"str"},
     "data.vocab_size": {"null"},
+    "data.num_classes": {"int"},                     # imagefolder, text: null (from the files) | a count
     "grow.max_params": {"float"},
     "grow.max_events": {"int"},
     "grow.seed": {"int"},

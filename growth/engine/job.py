@@ -129,21 +129,46 @@ def _hold(lock, info) -> None:
         raise problem
 
 
-def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
-    """Validate and build everything; nothing trains yet. `lock`: the run directory's RunDirLock."""
+def environment(cfg: dict) -> torch.device:
+    """Validate, then the process settings every job shares (threads, pickles); returns the device."""
     validate(cfg)
     apply_threads(cfg)  # threads and determinism first: they shape every number computed after
     _policy(cfg)
     t = cfg["trainer"]
     io.set_trust_pickles(t.get("trust_pickles"))  # read_torch refuses pickled objects unless trusted
-    device = resolve_device(t.get("device", "auto"))
+    return resolve_device(t.get("device", "auto"))
+
+
+def build_trainer(cfg: dict, data, record: RunRecord, device, info, ckpt=None, where=None) -> Trainer:
+    """Model, method and trainer for `data` (a real bundle, or a dry run's random one). With a checkpoint
+    (`where`: its key and path, for errors) the model is rebuilt from its saved spec; nothing is loaded."""
+    amp = resolve_precision(cfg["trainer"].get("precision", "fp32"), device)
+    model = build_model(cfg["model"], data.info)
+    method = build_method(cfg)
+    if ckpt is not None:
+        check_compatible(ckpt, model, *where)
+        model = model_from_spec(ckpt["arch_spec"])
+    return Trainer(model, data, method, record, optim_cfg=cfg["optim"], trainer_cfg=cfg["trainer"], device=device,
+                   amp_dtype=amp, dist_info=info)
+
+
+def start(trainer: Trainer) -> None:
+    """The method checks its own settings against the model, before training; a phased method's first
+    phase begins (its model and schedule in a fresh run, its event)."""
+    trainer.call_hook(trainer.method.setup)
+    trainer.start_phases()
+
+
+def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
+    """Validate and build everything; nothing trains yet. `lock`: the run directory's RunDirLock."""
+    device = environment(cfg)
+    t = cfg["trainer"]
     info = dist.setup(device)
     device = dist.local_device(device, info)
     _hold(lock, info)
     record = RunRecord(run_dir, write=info.is_main)
     if not info.is_main:
         log.setLevel(logging.WARNING)  # one copy of the epoch lines, from rank 0
-    amp = resolve_precision(t.get("precision", "fp32"), device)
     # Ranks draw differently (dropout, augmentation); their weights still start equal: DDP broadcasts.
     seed_everything(cfg["seed"] + info.rank)
     on_device = t.get("data_on_device", "auto")  # auto: tensor sets; true: CIFAR-style file sets too
@@ -153,16 +178,10 @@ def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
         "pin_memory": device.type == "cuda", "data_on_device": on_device})
     if info.enabled:
         data.train.shard(info.rank, info.world)
-    model = build_model(cfg["model"], data.info)
-    method = build_method(cfg)
     ckpt, ckpt_path, key = _find_checkpoint(cfg, record)
     own = key == "checkpoints/last.pt"
     changes = _config_changes(cfg, run_dir) if own else {}  # a seed from elsewhere may differ: fine-tuning
-    if ckpt is not None:
-        check_compatible(ckpt, model, key, ckpt_path)
-        model = model_from_spec(ckpt["arch_spec"])
-    trainer = Trainer(model, data, method, record, optim_cfg=cfg["optim"], trainer_cfg=t, device=device,
-                      amp_dtype=amp, dist_info=info)
+    trainer = build_trainer(cfg, data, record, device, info, ckpt, (key, ckpt_path))
     if ckpt is not None:
         try:
             trainer.load(ckpt)
@@ -180,8 +199,7 @@ def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
         log.warning("config changed (trainer.on_config_change=continue): %s", config_diff.describe(changes))
     if record.write:
         config_diff.write_config(record.path("config"), cfg)
-    trainer.call_hook(method.setup)  # a method checks its own settings against the model here, before training
-    trainer.start_phases()  # a phased method's first phase: its model and schedule (a fresh run), its event
+    start(trainer)
     return trainer, record
 
 
@@ -254,7 +272,12 @@ def run_job(cfg: dict, run_dir) -> dict:
     """Train one job into run_dir and return its summary. ConfigError propagates before training.
 
     One process holds the run directory (run.lock). A run that completed under the same config is not
-    run again: its summary comes back with `already_completed` set, and nothing is written."""
+    run again: its summary comes back with `already_completed` set, and nothing is written.
+    With trainer.dry_run the job is built on random data and one step is trained, nothing more
+    (growth/engine/dry_run.py)."""
+    if cfg.get("trainer", {}).get("dry_run"):
+        from growth.engine.dry_run import dry_run  # it builds through this module's builder
+        return dry_run(cfg, run_dir)
     lock = RunDirLock(run_dir) if dist.env_rank() == 0 else None
     handler = None
     try:

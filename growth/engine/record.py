@@ -20,7 +20,7 @@ EVENT_KINDS = ("grow_depth", "grow_width", "grow_heads", "phase_start", "switch"
 SUMMARY_KEYS = ("schema_version", "status", "method", "model", "data", "seed", "variants", "final_val_acc",
                 "best_val_acc", "test_acc", "arch", "params", "deploy_params", "macs", "train_time_s",
                 "train_macs_total", "device", "git_commit", "versions")
-STATUSES = ("completed", "failed", "interrupted")
+STATUSES = ("completed", "failed", "interrupted", "dry_run")  # dry_run: growth/engine/dry_run.py
 
 FILES = {"metrics": "metrics.jsonl", "events": "events.jsonl", "summary": "summary.json",
          "config": "config_resolved.yaml", "log": "train.log", "last": "checkpoints/last.pt",
@@ -34,10 +34,11 @@ def _check(row: dict, keys, what: str) -> None:
 
 
 class RunRecord:
-    def __init__(self, run_dir, write: bool = True):
-        """write=False: a distributed rank other than 0 reads the record but never writes it."""
+    def __init__(self, run_dir, write: bool = True, layout: bool = True):
+        """write=False: a distributed rank other than 0 reads the record but never writes it.
+        layout=False: no checkpoints/ and no empty metrics/events files (a dry run writes its summary only)."""
         self.dir, self.write = Path(run_dir), write
-        if not write:
+        if not write or not layout:
             return
         (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         for name in ("metrics", "events"):  # present even when empty: analysis reads both

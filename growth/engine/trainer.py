@@ -205,24 +205,9 @@ class Trainer:
                                   f"{self.step} (batch {state['batch']} of {len(self.data.train)}); "
                                   f"checkpoint saved at this step")
             x, y = self.to_device(x, y)
-            with self._autocast():
-                loss, logits = self.method.loss(self.train_model, x, y, self.ctx)
-            # One host sync per step buys a failure that names its step; cheap at our scales.
-            # Distributed, every rank must stop together (else the others wait in all-reduce).
-            bad = dist.all_sum(self.dist, (~torch.isfinite(loss.detach())).float())[0]
-            if bad.item():
-                raise TrainingDiverged(epoch, self.step + 1, loss.item())
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.schedule.step()
-            self.step += 1
-            state["loss_sum"] += loss.detach() * len(y)
-            state["correct"] += (logits.detach().argmax(1) == y).sum()
+            loss, logits = self.train_step(x, y, epoch)
+            state["loss_sum"] += loss * len(y)
+            state["correct"] += (logits.argmax(1) == y).sum()
             state["seen"] += len(y)
             state["batch"] += 1
         dist.sync_buffers(self.model, self.dist)
@@ -231,6 +216,27 @@ class Trainer:
         seen = int(seen_t.item())
         return {"train_loss": loss_sum.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
                 "samples": seen, "lr": state["lr"], "time_s": state["time_s"] + time.perf_counter() - t0}
+
+    def train_step(self, x, y, epoch: int) -> tuple:
+        """One optimizer step on one batch already on the device (the model in train mode): the method's
+        loss, backward, clipping, the optimizer and the LR schedule. Returns (loss, logits), detached."""
+        with self._autocast():
+            loss, logits = self.method.loss(self.train_model, x, y, self.ctx)
+        # One host sync per step buys a failure that names its step; cheap at our scales.
+        # Distributed, every rank must stop together (else the others wait in all-reduce).
+        bad = dist.all_sum(self.dist, (~torch.isfinite(loss.detach())).float())[0]
+        if bad.item():
+            raise TrainingDiverged(epoch, self.step + 1, loss.item())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        self.step += 1
+        return loss.detach(), logits.detach()
 
     @torch.no_grad()
     def evaluate(self, loader, model=None) -> dict:

@@ -81,6 +81,11 @@ class Method:
         """Keys added to summary.json for every run, finished or not."""
         return {}
 
+    def dry_run_sizes(self, ctx) -> dict:
+        """Per-config sizes a dry run reports (summary.json `method_sizes`), e.g. ADN every skip config,
+        SWS learngene and descendants: measured on the built model after setup, without training data."""
+        return {}
+
     def finish(self, ctx) -> dict:
         """After a completed run's test and deploy: extra evaluations or exports; keys join summary.json.
         A `report` key (a list of short lines) is printed at the end of run.py's output."""
