@@ -25,6 +25,16 @@ SMALL_BLOCK, BASE_BLOCK = 1_774_464, 7_087_872
 GENE_S = 5 * SMALL_BLOCK + 295_296 + 75_264
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread here: at 224 px two threads on the shared 2-core machine wait on each other
+    (a 1 s step took 15 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def experiment(name: str, **over) -> dict:
     return compose(experiment=name, **over)
 
@@ -138,15 +148,21 @@ def test_aux_dry_run_sizes_and_the_plans_ratios(name, sizes, epochs, gmacs):
     assert aux == pytest.approx(gmacs[0] * 1e9, rel=0.01) and des == pytest.approx(gmacs[1] * 1e9, rel=0.01)
 
 
+def ctx_of(model):
+    """What the hook reads of the run context: the model, the data's shapes, the engine's sizes."""
+    train = train_step_macs(model, (3, 224, 224))
+    return SimpleNamespace(model=model, data_info=IMAGENET, sizes=lambda: {"train_macs_per_sample": train})
+
+
 def test_method_dry_run_sizes_hook_on_both_phases():
     """The Method hook on a context with just the model and data info, before setup: the aux (its teacher
     counted from its name, no weights needed) and a Des-S without a learngene file."""
     model, cfg = build("sws_aux_s_imagenet", **{"method.family_depths": "[6,12]"})
-    out = dry_method(cfg).dry_run_sizes(SimpleNamespace(model=model, data_info=IMAGENET))
+    out = dry_method(cfg).dry_run_sizes(ctx_of(model))
     assert out["descendant_params"] == {"6": 6 * SMALL_BLOCK + 756_328, "12": 22_049_896}
     assert 2.2e9 < out["teacher_forward_macs"] < 2.5e9  # LeViT-384, built on the meta device to count
     des, cfg = build("sws_des_s_imagenet")
-    out = dry_method(cfg).dry_run_sizes(SimpleNamespace(model=des, data_info=IMAGENET))
+    out = dry_method(cfg).dry_run_sizes(ctx_of(des))
     assert out["descendant_params"] == 22_049_896 and out["descendant_depth"] == 12
     assert out["learngene_params"] == GENE_S  # the shape's: 5 stages named by layers_source
     assert out["storage_ratio"] == pytest.approx(22_049_896 / GENE_S)
@@ -194,17 +210,12 @@ def test_one_des_s_training_step_at_224_on_cpu():
     method, opt = dry_method(cfg), build_optimizer(model, cfg["optim"])
     x, y = torch.randn(2, 3, 224, 224), torch.tensor([3, 999])
     before = model.net.blocks[5].mlp.fc1.weight.detach().clone()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a loaded 2-core machine wait on each other: 10x slower here
-    try:
-        start = time.perf_counter()
-        loss, logits = method.loss(model, x, y, SimpleNamespace(label_smoothing=0.0))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        seconds = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    loss, logits = method.loss(model, x, y, SimpleNamespace(label_smoothing=0.0))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    seconds = time.perf_counter() - start
     print(f"Des-S one training step, batch 2, 224 px, CPU: {seconds:.2f} s")  # measured 0.7-1.0 s, 1 thread
     assert logits.shape == (2, 1000) and loss.isfinite()
     assert not torch.equal(model.net.blocks[5].mlp.fc1.weight, before)
@@ -267,3 +278,39 @@ def test_family_storage_ratios_against_the_papers_20x():
         out = sws_cost.family(kw, depths, GENE_S)
         assert out["family_params"] == sum(depths) * SMALL_BLOCK + len(depths) * rest
         assert out["family_storage_ratio"] == pytest.approx(ratio, abs=0.005)
+
+
+# ---- trainer.dry_run=true: the experiments as a researcher checks them, without ImageNet or weights ---------
+def _dry(name: str, tmp_path, **over) -> dict:
+    from growth.engine.job import run_job
+    cfg = experiment(name, **{"trainer.dry_run": "true", "data.root": "/nonexistent", **over})
+    return run_job(cfg, tmp_path / name)
+
+
+def test_dry_runs_report_the_originals_sizes_in_method_sizes(tmp_path):
+    aux = _dry("sws_aux_s_imagenet", tmp_path)
+    assert (aux["status"], aux["params"], aux["input_size"], aux["num_classes"]) == \
+        ("dry_run", 9_628_648, [3, 224, 224], 1000)
+    m = aux["method_sizes"]
+    assert (m["aux_params"], m["learngene_block_params"], m["rest_params"], m["learngene_params"]) == \
+        (9_628_648, 8_872_320, 756_328, GENE_S)
+    assert m["descendant_params"] == {"12": 22_049_896}
+    assert m["family_storage_ratio"] == pytest.approx(22_049_896 / GENE_S)
+    assert m["aux_train_macs_per_image"] == aux["train_macs_per_sample"]  # the engine's own count
+    assert 2.3e9 < m["teacher_forward_macs"] < 2.4e9  # the random-init LeViT-384 the dry run distils from
+    des = _dry("sws_des_s_imagenet", tmp_path)
+    assert (des["status"], des["params"], des["arch"]) == ("dry_run", 22_049_896, "d12h12")
+    assert des["method_sizes"]["descendant_params"] == 22_049_896
+    assert des["method_sizes"]["learngene_params"] == GENE_S
+    assert des["method_sizes"]["descendant_train_macs_per_image"] == m["descendant_train_macs_per_image"]["12"]
+
+
+@pytest.mark.slow
+def test_cli_dry_run_of_aux_s(cli, tmp_path):
+    proc = cli(["experiment=sws_aux_s_imagenet", "trainer.dry_run=true", "data.root=/nonexistent",
+                f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr
+    import json
+    sizes = json.loads((tmp_path / "summary.json").read_text())["method_sizes"]
+    assert (sizes["aux_params"], sizes["learngene_block_params"]) == (9_628_648, 8_872_320)
+    assert "params 9,628,648" in proc.stdout

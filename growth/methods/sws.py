@@ -235,9 +235,11 @@ class SWS(Method):
         return out
 
     def dry_run_sizes(self, ctx) -> dict:
+        train = ctx.sizes()["train_macs_per_sample"]  # counted once by the engine (cached per arch)
         if self.stage == "aux":
-            return aux_dry_run(self, ctx.model, self._counted_teacher(ctx))
-        return descendant_dry_run(self, ctx.model)
+            return aux_dry_run(self, ctx.model, self._counted_teacher(ctx), train,
+                               self.teacher_info.get("teacher_forward_macs"))
+        return descendant_dry_run(self, ctx.model, train)
 
     def _counted_teacher(self, ctx):
         """The teacher whose forward the aux pays for: the frozen one once setup made it, else a timm

@@ -126,15 +126,17 @@ def planned_ratios(learngene_cost: float, des_macs: dict, descendant_epochs: int
     return out
 
 
-def aux_dry_run(method, model, teacher) -> dict:
+def aux_dry_run(method, model, teacher, train_macs: int | None = None, kd_macs: int | None = None) -> dict:
     """An aux model's sizes, its learngene's, the family's (method.family_depths) and, with the plan's
-    epochs, the cost ratios. `teacher`: the frozen teacher's module (None: no distillation)."""
+    epochs, the cost ratios. `teacher`: the frozen teacher's module (None: no distillation);
+    `train_macs`, `kd_macs`: the aux's training and the teacher's forward MACs per image when already
+    counted (the engine's sizes, the teacher's setup), else counted here."""
     gene = learngene.view(model)
     n, blocks = learngene.gene_params(gene), learngene.block_params(gene)
     aux = count_params(model)
     shape = _input_shape(gene["config"])
-    kd = forward_macs(teacher, shape) if teacher is not None else 0  # the teacher's forward on every image
-    aux_macs = train_step_macs(model, shape)
+    kd = 0 if teacher is None else kd_macs or forward_macs(teacher, shape)  # the teacher's forward, every image
+    aux_macs = train_macs or train_step_macs(model, shape)
     out = {"aux_params": aux, "learngene_params": n, "learngene_block_params": blocks, "rest_params": aux - blocks,
            "aux_train_macs_per_image": aux_macs, "teacher_forward_macs": kd, "aux_epochs": method.aux_epochs,
            "learngene_cost_macs_per_image": method.aux_epochs * (aux_macs + kd)}
@@ -163,13 +165,13 @@ def _stages_named(layers_source) -> int:
         return len(DEFAULTS["stage_repeats"])
 
 
-def descendant_dry_run(method, model) -> dict:
+def descendant_dry_run(method, model, train_macs: int | None = None) -> dict:
     """A descendant's (or scratch twin's) params and training MACs per image, and the learngene it
     starts from: the file's when it was given, else the one this shape implies (the patch and position
     embedding and one block per source stage: what a learngene of this width holds)."""
     kw = model.spec_kwargs()
     out = {"descendant_depth": model.depth, "descendant_params": count_params(model),
-           "descendant_train_macs_per_image": train_step_macs(model, _input_shape(kw))}
+           "descendant_train_macs_per_image": train_macs or train_step_macs(model, _input_shape(kw))}
     if method.gene is not None:
         n, source = learngene.gene_params(method.gene), "learngene file"
     else:
