@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: a cluster node or CI has no display
 
+from analysis.paper import PaperNumbersError  # noqa: E402
 from analysis.report import make_report  # noqa: E402  (after the backend is chosen)
 
 
@@ -25,7 +26,11 @@ def main(argv=None) -> int:
     if missing:
         print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
         return 2
-    paths = make_report(args.dirs, args.out)
+    try:
+        paths = make_report(args.dirs, args.out)
+    except PaperNumbersError as e:  # runs name a paper table and the file of paper numbers is malformed
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for path in paths:
         print(path)
     if len(paths) == 1:  # index.md alone: no completed run was found

@@ -21,7 +21,7 @@ from typing import Callable
 import pandas as pd
 
 from analysis import adagrow, adn, cost, growth_methods, pareto, reducenet, tables, trajectory
-from analysis import sws
+from analysis import paper, sws
 
 
 @dataclass(frozen=True)
@@ -49,4 +49,6 @@ PIECES = {
     "reducenet": Piece("ReduceNet: teacher vs student vs the student's shape from scratch",
                        reducenet.reducenet_pieces, methods=("reducenet",)),
     "sws": Piece("Learngene SWS: descendants vs scratch per depth", sws.sws_pieces, methods=("sws",)),
+    # any method: it writes only for runs whose config names a table of experiments/reference/paper_numbers.yaml
+    "paper": Piece("The papers' numbers beside ours", paper.paper_tables),
 }

@@ -51,13 +51,30 @@ def depth_table(runs: pd.DataFrame, acc: str) -> pd.DataFrame:
             r["cost ×"] = (f"{(a['learngene_cost_macs'] + a['macs']) / b['macs']:.2f}"
                            if "learngene_cost_macs" in a else "-")
         rows.append(r)
-    if len(des) and "learngene_params" in des.columns and len(scr):
-        both = des.index.intersection(scr.index)
-        lg, pre = des["learngene_params"].mean(), des["learngene_cost_macs"].mean()
-        rows.append({"depth": "all", "params": f"{int(des.loc[both, 'params'].sum()):,}",
-                     "storage ×": f"{des.loc[both, 'params'].sum() / lg:.2f}",
-                     "cost ×": f"{(pre + des.loc[both, 'macs'].sum()) / scr.loc[both, 'macs'].sum():.2f}"})
+    family = family_ratios(runs)
+    if family:
+        rows.append({"depth": "all", "params": f"{int(family['params']):,}",
+                     "storage ×": f"{family['storage']:.2f}", "cost ×": f"{family['cost']:.2f}"})
     return pd.DataFrame(rows).fillna("")
+
+
+def family_ratios(runs: pd.DataFrame) -> dict:
+    """Row `all` of the depth table as numbers: params of every depth that has a descendant and a scratch
+    twin, storage (those params / one learngene's) and cost ((learngene + those descendants' training
+    MACs) / their scratch twins'). {} without both phases or the learngene's size (analysis/paper.py
+    sets these beside the SWS paper's claims)."""
+    r = _runs(runs)
+    if r.empty or "learngene_params" not in r.columns:
+        return {}
+    m = _means(r, "params")  # the accuracy columns of _means are not used here
+    des, scr = (m[m["sws_phase"] == p].set_index("sws_depth") for p in PHASES)
+    if not len(des) or not len(scr):
+        return {}
+    both = des.index.intersection(scr.index)
+    lg, pre = des["learngene_params"].mean(), des["learngene_cost_macs"].mean()
+    params = des.loc[both, "params"].sum()
+    return {"params": params, "storage": params / lg,
+            "cost": (pre + des.loc[both, "macs"].sum()) / scr.loc[both, "macs"].sum()}
 
 
 def sws_depths(runs, epochs, events, out_dir) -> list:

@@ -9,6 +9,10 @@
     scales: {cifar: {data: cifar10, trainer.epochs: 100}}   # sweep.py --scale cifar
     table: {rows: [method, grow_mode], metrics: [final_val_acc, test_acc]}
 
+A job key `paper: <table id>` (usually in `common`) names the table of experiments/reference/
+paper_numbers.yaml the runs are set beside (python -m analysis adds the paper's numbers); it is
+checked here against that file's table ids.
+
 A literal list value (e.g. widths) is written as a string: `model.widths: "[8,12,16]"`.
 
 A run line may carry its own `scales:` for values that differ by run at a scale (a size budget per
@@ -31,7 +35,30 @@ def load_experiment(directory, name: str) -> dict:
     exp = yaml.safe_load(path.read_text()) or {}
     exp.setdefault("runs", [{}])
     exp.setdefault("seeds", [0])
+    check_paper_ids(exp, directory)
     return exp
+
+
+# The tables a run may name with `paper:` (analysis/paper.py reads and checks the file in full).
+PAPER_NUMBERS = Path("reference") / "paper_numbers.yaml"
+
+
+def check_paper_ids(exp: dict, directory) -> None:
+    """A `paper:` value anywhere in the experiment must be a table of experiments/reference/
+    paper_numbers.yaml: a typo would otherwise surface only in the analysis, after the sweep has run."""
+    specs = [exp.get("common") or {}, *(exp.get("runs") or []), *(exp.get("scales") or {}).values()]
+    specs += [s for r in exp.get("runs") or [] for s in ((r or {}).get("scales") or {}).values()]
+    named = {v for s in specs for v in (s.get("paper") if isinstance(s.get("paper"), list) else [s.get("paper")])
+             if v is not None}
+    if not named:
+        return
+    path = Path(directory) / PAPER_NUMBERS
+    if not path.is_file():
+        path = Path(__file__).resolve().parents[1] / "experiments" / PAPER_NUMBERS
+    tables = (yaml.safe_load(path.read_text()) or {}).get("tables") or {}
+    unknown = sorted(str(v) for v in named if v not in tables)
+    if unknown:
+        raise ValueError(f"paper={unknown[0]!r}: not a table of {path}; allowed: {', '.join(sorted(tables))}")
 
 
 def _fmt(value) -> str:

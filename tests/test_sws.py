@@ -67,7 +67,7 @@ def test_auto_source_splits_depth_over_stages_in_order():
 
 @pytest.mark.parametrize("value,words", [([0, 1, 3], "stage index 3 out of range"),
                                          ([0, 1], "length 2 != model.depth 3"),
-                                         ("0,x,1", "auto, or one stage index")])
+                                         ("0,x,1", "auto, even, or one stage index")])
 def test_bad_layers_source_names_key_and_value(value, words):
     with pytest.raises(ConfigError) as e:
         learngene.parse_source(value, 3, 3, [1, 1, 1])

@@ -17,9 +17,15 @@ of any depth from its stage blocks (the learngene).
 |              | (model.variant)                                 | the descendant: replay = same function  |
 | heads        | descendant heads = aux heads / 2 (12 -> 6)      | descendant heads = aux heads            |
 | kd_reduction | KL summed, / (batch x classes) (DeiT)           | KL summed, / batch                      |
+
+A dry run (trainer.dry_run) needs no file it is not given: a timm teacher without `teacher_weights` and
+a descendant without `learngene` start from random init there (sizes and costs do not depend on the
+weights), but a path that is given must exist, in a dry run as in a real one. `dry_run_sizes` reports
+the aux, learngene, family and planned-cost numbers (growth/methods/sws_cost.py).
 """
 import copy
 import logging
+from pathlib import Path
 
 import timm
 import torch
@@ -28,7 +34,7 @@ from growth.errors import ConfigError
 from growth.measure import count_params, forward_macs
 from growth.methods.base import Method, Phase, choice
 from growth.methods.distill import kd_loss
-from growth.methods.sws_cost import aux_summary, descendant_summary
+from growth.methods.sws_cost import aux_dry_run, aux_summary, descendant_dry_run, descendant_summary
 from growth.methods.sws_teacher import is_path, load_our_file, timm_teacher
 from growth.methods.teacher import FrozenTeacher
 from growth.models import build_model, learngene
@@ -58,6 +64,7 @@ class SWS(Method):
         if self.tau <= 0:
             raise ConfigError("method.tau", m.get("tau"), "must be positive")
         self.aux_epochs = int(cfg["trainer"]["epochs"])
+        self.dry_run = bool(cfg["trainer"].get("dry_run", False))
         self.teacher_epochs = 0
         self.teacher_name, self.teacher_weights = m.get("teacher"), m.get("teacher_weights")
         if self.stage == "aux":
@@ -70,6 +77,10 @@ class SWS(Method):
                 self.gene_error = e
         self.load_head = choice(m.get("load_head", "auto"), "method.load_head", ("auto", True, False))
         self.scratch_epochs = m.get("scratch_epochs")
+        self.descendant_epochs = m.get("descendant_epochs")
+        if self.descendant_epochs is not None and (isinstance(self.descendant_epochs, bool) or not isinstance(
+                self.descendant_epochs, int) or self.descendant_epochs < 1):
+            raise ConfigError("method.descendant_epochs", self.descendant_epochs, "a positive integer or null")
         self.family_depths = list(m.get("family_depths") or [])
         self.teacher, self.switched, self.teacher_info, self.heads = None, False, {}, None
 
@@ -95,7 +106,11 @@ class SWS(Method):
             return
         if name not in timm.list_models():
             raise ConfigError("method.teacher", name, "a timm model name, a checkpoint path (.pt), or null")
-        if not epochs and not self.teacher_weights:
+        if self.teacher_weights and not Path(str(self.teacher_weights)).is_file():
+            # at construction, not in setup: a dry run or a preflight that builds only the method sees it too
+            raise ConfigError("method.teacher_weights", str(self.teacher_weights),
+                              f"file does not exist (the timm {name} teacher's state_dict file)")
+        if not epochs and not self.teacher_weights and not self.dry_run:
             raise ConfigError("method.teacher_weights", None, f"the timm teacher {name} needs its weights file, "
                               "or method.teacher_epochs > 0 to train it in this run")
 
@@ -141,6 +156,9 @@ class SWS(Method):
             if fresh and self.teacher_name and not self.teacher_epochs:
                 self._freeze_teacher(ctx, *self._given_teacher(ctx))
         elif self.stage == "descendant":
+            if self.gene is None and self.dry_run and not self.gene_path:
+                log.info("sws: dry run without method.learngene: the descendant keeps its random init")
+                return
             if self.gene is None:  # neither a readable learngene file nor a checkpoint holding it
                 raise self.gene_error
             if self.gene_error is not None:
@@ -215,6 +233,25 @@ class SWS(Method):
             out["report"] = [f"descendant: storage {out['storage_ratio']:.2f}x the learngene, training cost "
                              f"with the learngene {out['cost_ratio']:.2f}x a {out['scratch_epochs']}-epoch scratch twin"]
         return out
+
+    def dry_run_sizes(self, ctx) -> dict:
+        train = ctx.sizes()["train_macs_per_sample"]  # counted once by the engine (cached per arch)
+        if self.stage == "aux":
+            return aux_dry_run(self, ctx.model, self._counted_teacher(ctx), train,
+                               self.teacher_info.get("teacher_forward_macs"))
+        return descendant_dry_run(self, ctx.model, train)
+
+    def _counted_teacher(self, ctx):
+        """The teacher whose forward the aux pays for: the frozen one once setup made it, else a timm
+        one of the same name on the meta device (shapes only; setup may not have run)."""
+        if self.alpha == 0 or not self.teacher_name:
+            return None
+        if self.teacher is not None:
+            return self.teacher.module
+        if is_path(str(self.teacher_name)):
+            return None  # one of our checkpoints: not counted before setup has read it
+        with torch.device("meta"):
+            return timm_teacher(self.teacher_name, ctx.data_info)
 
     # ---- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:

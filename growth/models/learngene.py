@@ -6,7 +6,10 @@ training cost, so that a descendant run can report the cost and storage ratios.
 
 `layers_source` gives each descendant layer the stage it starts from, in order: an explicit list, or
 `auto`, which splits the depth over the stages in proportion to the aux's stage repeats (one layer per
-stage first), so that `auto` at the aux's depth replays the aux schedule exactly.
+stage first), so that `auto` at the aux's depth replays the aux schedule exactly, or `even`, which splits
+it as evenly as possible with the spare layers to the earlier stages: the rule that gives the original
+README's only list (12 layers from 5 stages: 0,0,0,1,1,1,2,2,3,3,4,4). The original publishes no list for
+other depths (METHODS.md 3.2); `even` is our guess at its rule, and equals that list where it is known.
 """
 
 import torch
@@ -18,12 +21,20 @@ FORMAT = "sws-learngene-1"
 GENE_KEYS = ("stages", "patch_embed", "pos_embed")  # the learngene proper (issue 9); norm and head ride along
 
 
+def view(aux) -> dict:
+    """The learngene of an SWSAux as its own tensors, not copied (to count it; any device, meta too)."""
+    return {"format": FORMAT, "config": aux.spec_kwargs(), "stages": [b.state_dict() for b in aux.stages],
+            "patch_embed": aux.patch_embed.state_dict(), "pos_embed": aux.pos_embed.detach(),
+            "norm": aux.norm.state_dict(), "head": aux.head.state_dict()}
+
+
 def extract(aux) -> dict:
     """A learngene from a trained SWSAux (tensors cloned to the CPU)."""
-    cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}
-    return {"format": FORMAT, "config": aux.spec_kwargs(), "stages": [cpu(b.state_dict()) for b in aux.stages],
-            "patch_embed": cpu(aux.patch_embed.state_dict()), "pos_embed": aux.pos_embed.detach().cpu().clone(),
-            "norm": cpu(aux.norm.state_dict()), "head": cpu(aux.head.state_dict())}
+    cpu = lambda t: t.detach().cpu().clone()
+    gene = view(aux)
+    return {**gene, "stages": [{k: cpu(v) for k, v in sd.items()} for sd in gene["stages"]],
+            **{k: {n: cpu(v) for n, v in gene[k].items()} for k in ("patch_embed", "norm", "head")},
+            "pos_embed": cpu(gene["pos_embed"])}
 
 
 def _numel(part) -> int:
@@ -37,6 +48,11 @@ def _numel(part) -> int:
 def gene_params(gene: dict) -> int:
     """Parameters of the learngene proper: stage blocks + patch embedding + position embedding."""
     return sum(_numel(gene[k]) for k in GENE_KEYS)
+
+
+def block_params(gene: dict) -> int:
+    """Parameters of the S stage blocks alone (what the original's papers count as the learngene)."""
+    return _numel(gene["stages"])
 
 
 def file_params(gene: dict) -> int:
@@ -61,9 +77,7 @@ def auto_source(depth: int, repeats: list[int]) -> list[int]:
     gives the aux schedule. depth < S: `depth` stages evenly spaced from the first to the last."""
     stages = len(repeats)
     if depth < stages:
-        if depth == 1:
-            return [stages - 1]
-        return [round(i * (stages - 1) / (depth - 1)) for i in range(depth)]
+        return _spread(depth, stages)
     spare, weights = depth - stages, [n - 1 for n in repeats]
     total = sum(weights)
     share = [spare * w / total if total else spare / stages for w in weights]
@@ -74,15 +88,36 @@ def auto_source(depth: int, repeats: list[int]) -> list[int]:
     return [s for s, n in enumerate(counts) for _ in range(n)]
 
 
+def _spread(depth: int, stages: int) -> list[int]:
+    """depth < stages: `depth` stages evenly spaced from the first to the last."""
+    if depth == 1:
+        return [stages - 1]
+    return [round(i * (stages - 1) / (depth - 1)) for i in range(depth)]
+
+
+def even_source(depth: int, stages: int) -> list[int]:
+    """Stage of each of `depth` layers, in stage order, as evenly as possible: every stage gets
+    depth // S layers and the first depth % S stages one more (12 over 5: 3,3,2,2,2)."""
+    if depth < stages:
+        return _spread(depth, stages)
+    base, extra = divmod(depth, stages)
+    return [s for s in range(stages) for _ in range(base + (s < extra))]
+
+
+RULES = ("auto", "even")
+
+
 def parse_source(value, depth: int, stages: int, repeats: list[int], key: str = "method.layers_source") -> list[int]:
-    """`auto`, a list of ints or a comma string ("0,0,1,...") -> one stage index per descendant layer."""
+    """`auto`, `even`, a list of ints or a comma string ("0,0,1,...") -> one stage index per descendant layer."""
     if value in (None, "auto"):
         return auto_source(depth, repeats)
+    if value == "even":
+        return even_source(depth, stages)
     items = value.split(",") if isinstance(value, str) else value
     try:
         source = [int(str(v).strip()) for v in items]
     except (TypeError, ValueError):
-        raise ConfigError(key, value, f"auto, or one stage index in [0, {stages - 1}] per layer") from None
+        raise ConfigError(key, value, f"auto, even, or one stage index in [0, {stages - 1}] per layer") from None
     if len(source) != depth:
         raise ConfigError(key, value, f"needs one stage index per layer: length {len(source)} != model.depth {depth}")
     bad = [s for s in source if not 0 <= s < stages]
