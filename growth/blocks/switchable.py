@@ -33,14 +33,18 @@ class SwitchableNorm(nn.Module):
     eps = property(lambda self: self.current.eps)
 
 
-def make_switchable(module: nn.Module) -> list[SwitchableNorm]:
-    """Replace every BatchNorm2d/LayerNorm below `module` by a SwitchableNorm holding it; returns them."""
+def make_switchable(module: nn.Module, exclude: tuple = ()) -> list[SwitchableNorm]:
+    """Replace every BatchNorm2d/LayerNorm below `module` by a SwitchableNorm holding it; returns them.
+    Children named in `exclude` (at any depth, e.g. a ResNet block's shared "downsample") are left alone.
+    Subclasses count (timm's BatchNormAct2d: the switch then holds its activation too)."""
     made = []
     for name, child in list(module.named_children()):
+        if name in exclude:
+            continue
         if isinstance(child, NORM_TYPES):
             sw = SwitchableNorm(child)
             setattr(module, name, sw)
             made.append(sw)
         elif not isinstance(child, SwitchableNorm):
-            made += make_switchable(child)
+            made += make_switchable(child, exclude)
     return made

@@ -10,10 +10,15 @@ over the batch. The base-net gets no label loss; one backward and one optimizer 
 original's two backward passes accumulate the same gradient). Configs between base and super are never
 trained; `finish` evaluates all 2^S of them (accuracy, params, MACs, latency) and exports the chosen one.
 
+`fpn` (the original's --fpn, ResNet layouts only): the distillation term also gets
+sum_k T^2 * KL(softmax(g_k^super.detach() / T) || softmax(g_k^base / T)) over the channels of the
+global-average-pooled outputs g_k of layer1..3 (batch mean), inside the (1 - alpha) factor.
+
 | switch | faithful (the original)                       | fixed (default)          |
 |--------|-----------------------------------------------|--------------------------|
 | topk   | k = top_k (500): fewer classes than k is an error | k = min(top_k, classes) |
 """
+import contextlib
 import logging
 
 import torch
@@ -29,7 +34,8 @@ from growth.models.skippable import all_configs, config_name
 from growth.methods.registry import register_method
 
 log = logging.getLogger("growth")
-FAMILIES = "resnet_basic, resnet_bottleneck, mobilenet, vit"
+FAMILIES = ("resnet_basic, resnet_bottleneck, mobilenet, vit, or timm with a ResNet, EfficientNet "
+            "(mobilenetv2_100) or ViT name")
 
 
 def topk_distill(teacher, student, k: int, temperature: float):
@@ -51,6 +57,16 @@ def parse_skip(value, n: int, key: str) -> tuple[bool, ...]:
         return tuple(value)
     raise ConfigError(key, value, f"'super', 'base', {n} letters T/F (e.g. {'T' + 'F' * (n - 1)}) or a list "
                                   f"of {n} booleans: one per skippable stage of this model")
+
+
+def config_sizes(model, cfg, probe) -> tuple[dict, torch.nn.Module]:
+    """One skip config's sizes (params of its plain export, i.e. the norm set in use only; MACs of the
+    deployed export at the probe's shape) and the deployed export itself."""
+    plain = model.export_plain(cfg)
+    deployed = plain.deploy()
+    return {"skip": config_name(cfg), "flags": list(cfg), "skipped_stages": sum(cfg), "arch": plain.arch_string(),
+            "params": count_params(plain), "deploy_params": count_params(deployed),
+            "macs": forward_macs(deployed, probe)}, deployed
 
 
 def _unwrap(model):
@@ -79,6 +95,9 @@ class ADN(Method):
         self.eval_spec, self.export_spec = m.get("eval_configs", "all"), m.get("export", "base")
         self.epoch_eval = bool(m.get("epoch_eval", True))
         self.latency_batch = int(m.get("latency_batch", 64))
+        self.fpn = m.get("fpn", False)
+        if not isinstance(self.fpn, bool):
+            raise ConfigError("method.fpn", self.fpn, "true or false")
         self.history, self._sub = [], {}
 
     @property
@@ -104,6 +123,9 @@ class ADN(Method):
             raise ConfigError("model.arch", model.arch_string(), "adn needs a stage with >= 2 blocks to skip, "
                               "e.g. 2-2-2 (ViT: depth >= 2)")
         self.super, self.base = (False,) * n, (True,) * n
+        if self.fpn and not (hasattr(model, "stage_features") and model.feature_stages()):
+            raise ConfigError("method.fpn", True, "feature distillation needs a ResNet layout (the original's: "
+                              f"model=timm model.name=resnet50); {model.arch_string()} has no layer1..3")
         self.k = self._k(model.num_classes)
         self.configs = self._eval_configs(n)
         self.exports = self._export_configs(n)
@@ -135,15 +157,20 @@ class ADN(Method):
     # ---- one step: super-net and base-net ---------------------------------------------------------
     def loss(self, model, x, y, ctx):
         net = _unwrap(model)
+        features = net.stage_features if self.fpn else contextlib.nullcontext
         net.set_skip(self.super)
-        z_super = model(x)
+        with features() as f_super:
+            z_super = model(x)
         label_loss = F.cross_entropy(z_super, y, label_smoothing=ctx.label_smoothing)
         net.set_skip(self.base)
         try:
-            z_base = model(x)
+            with features() as f_base:
+                z_base = model(x)
         finally:
             net.set_skip(self.super)  # the rest of the engine (eval, sizes, deploy) sees the super-net
         distill = topk_distill(z_super.detach(), z_base, self.k, self.temperature)
+        if self.fpn:  # the pooled layer1..3 outputs, over channels (the original's --fpn)
+            distill = distill + sum(soft_kl(b, s.detach(), self.temperature) for s, b in zip(f_super, f_base))
         # every rank's batch had a base-net pass too: its MACs count as training compute
         ctx.add_train_macs(len(y), self.base_step_macs)
         return self.alpha * label_loss + (1 - self.alpha) * distill, z_super
@@ -197,18 +224,24 @@ class ADN(Method):
         val, test = ctx.evaluate("val"), ctx.evaluate("test")
         out = ctx.probe_output()
         with torch.random.fork_rng(devices=[]):  # measuring must not move the RNG
-            plain = model.export_plain(cfg)
-            deployed = plain.deploy()
-            probe = ctx.probe
+            sizes, deployed = config_sizes(model, cfg, ctx.probe)
             diff = (ctx.probe_output(deployed) - out).abs().max().item()
-            shape = tuple(probe.shape[1:])
-            return {"skip": config_name(cfg), "flags": list(cfg), "skipped_stages": sum(cfg),
-                    "arch": plain.arch_string(), "val_acc": val["acc"], "test_acc": test["acc"],
-                    "val_loss": val["loss"], "test_loss": test["loss"], "params": count_params(plain),
-                    "deploy_params": count_params(deployed), "macs": forward_macs(deployed, probe),
+            shape = tuple(ctx.probe.shape[1:])
+            return {**sizes, "val_acc": val["acc"], "test_acc": test["acc"],
+                    "val_loss": val["loss"], "test_loss": test["loss"],
                     # best of 3: a shared CPU adds noise, never speed
                     "latency_ms": min(latency_ms(deployed, shape, batch=self.latency_batch) for _ in range(3)),
                     "latency_batch": self.latency_batch, "export_max_abs_diff": diff}
+
+    def dry_run_sizes(self, ctx) -> dict:
+        """Every skip config's sizes without training: what `finish` would put in adn_table."""
+        model = ctx.model
+        self.prepare(model)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                return {"adn_configs": [config_sizes(model, cfg, ctx.probe)[0] for cfg in self.configs]}
+        finally:
+            model.set_skip(self.super)
 
     def export(self, ctx, cfg) -> dict:
         """checkpoints/adn_<cfg>.pt: the plain sub-network as spec + state, no pickled module; a deploy

@@ -150,7 +150,7 @@ class StagedRepNet(SkippableMixin, SpecModel):
         skippable = bool(cfg.get("skippable", False))
         if skippable and not cls.supports_skip:
             raise ConfigError("model.skippable", True, f"{cls.family} has no skippable sub-paths; "
-                              "use resnet_basic, resnet_bottleneck, mobilenet or vit")
+                              "use resnet_basic, resnet_bottleneck, mobilenet, vit or timm (ResNet, MobileNetV2, ViT)")
         return cls(depths, widths, data["in_chans"], data["num_classes"], int(stride),
                    bool(cfg.get("downstream_act", cls.DEFAULT_DOWNSTREAM_ACT)), skippable=skippable,
                    **cls.config_kwargs(cfg, len(depths)))

@@ -11,8 +11,12 @@ else (stems, downsampling units, heads, the skippable blocks) keeps one norm sha
 With `skippable=False` (the default) nothing changes: one group per stage, every block runs.
 
 A family provides `group_blocks() -> list[list[nn.Module]]` (blocks per group, in forward order) and
-`plain_kwargs(keep)` (constructor kwargs of the same family with `keep[g]` blocks in group g).
+`plain_kwargs(keep)` (constructor kwargs of the same family with `keep[g]` blocks in group g). It may
+also give `switch_exclude` (child names inside mandatory blocks whose norms stay shared, e.g. a ResNet
+block's downsample) and `tied_norms()`: switchable norms outside the flagged groups that follow one flag
+(MobileNetV2's stem, last conv and 1-block stages, METHODS.md 4.1).
 """
+import contextlib
 import itertools
 import math
 
@@ -51,6 +55,13 @@ class SkippableMixin:
     def plain_kwargs(self, keep: list[int]) -> dict:
         raise NotImplementedError
 
+    switch_exclude: tuple = ()  # names of children of mandatory blocks whose norms are shared
+
+    def tied_norms(self) -> list[tuple[int, SwitchableNorm]]:
+        """(flag index, switchable norm) for norms outside the flagged groups' mandatory blocks that switch
+        with one flag; made switchable by the family. None by default."""
+        return []
+
     # ---- groups and flags -----------------------------------------------------------------------
     def flagged_groups(self) -> list[int]:
         """Indices of the groups that have a skip flag (those with at least 2 blocks)."""
@@ -64,7 +75,7 @@ class SkippableMixin:
         for g in self.flagged_groups():
             blocks = self.group_blocks()[g]
             for block in blocks[:n_mandatory(len(blocks))]:
-                make_switchable(block)
+                make_switchable(block, self.switch_exclude)
 
     def check_skip(self, cfg) -> tuple[bool, ...]:
         cfg = tuple(bool(f) for f in cfg)
@@ -87,6 +98,8 @@ class SkippableMixin:
                 for m in block.modules():
                     if isinstance(m, SwitchableNorm):
                         m.active = int(flag)
+        for i, norm in self.tied_norms():
+            norm.active = int(cfg[i])
 
     def kept_counts(self, cfg=None) -> list[int]:
         """Blocks that run per group under `cfg` (default: the active config)."""
@@ -117,9 +130,11 @@ class SkippableMixin:
         self.set_skip(cfg if cfg is not None else previous)
         try:
             keep = self.kept_counts()
-            with torch.random.fork_rng(devices=[]):  # building it must not move the training RNG
-                plain = type(self)(**self.plain_kwargs(keep))
             ref = next(self.parameters())
+            # a model on the meta device (sizes only) exports without allocating or initialising anything
+            where = torch.device("meta") if ref.is_meta else contextlib.nullcontext()
+            with torch.random.fork_rng(devices=[]), where:  # building it must not move the training RNG
+                plain = type(self)(**self.plain_kwargs(keep))
             plain.to(ref.device, ref.dtype)
             plain.load_state_dict(self._plain_state(plain, keep))
         finally:
