@@ -84,9 +84,17 @@ def test_reducenet_cifar10_experiment():
     assert c["data"]["val_fraction"] == 0 and c["data"]["augment"] is True  # test split; crop pad 4 + flip
 
 
+def test_adagrow_cifar100_is_adagrow_cifar10_on_cifar100():
+    """--dataset cifar100 with every other setting of the convnet script: each key is adagrow_cifar10's."""
+    c, b = compose(experiment="adagrow_cifar100"), compose(experiment="adagrow_cifar10")
+    assert c["data"] == compose(experiment="adagrow_cifar10", data="cifar100", **{"data.val_fraction": 0})["data"]
+    assert {k: v for k, v in c.items() if k not in ("data", "run_name")} == \
+        {k: v for k, v in b.items() if k not in ("data", "run_name")}
+
+
 @pytest.mark.parametrize("path", ["conf/optim/sgd_adagrow.yaml", "conf/optim/sgd_reducenet.yaml",
                                   "conf/experiment/adagrow_cifar10.yaml", "conf/experiment/adagrow_vit_cifar10.yaml",
-                                  "conf/experiment/reducenet_cifar10.yaml"])
+                                  "conf/experiment/reducenet_cifar10.yaml", "conf/experiment/adagrow_cifar100.yaml"])
 def test_each_file_says_what_still_differs(path):
     from tests.conftest import ROOT
 

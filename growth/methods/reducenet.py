@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from growth.blocks.reducenet import init_lora_from_branch1, lambda_at
 from growth.engine.event import Event
 from growth.errors import ConfigError
-from growth.measure import compare_latency, count_params
+from growth.measure import compare_latency, count_params, forward_macs
 from growth.methods.base import Method, Phase, choice
 from growth.methods.distill import kd_loss
 from growth.methods.teacher import FrozenTeacher
@@ -152,6 +152,18 @@ class ReduceNetMethod(Method):
         return {"reducenet_phase": "student" if self.switched else "teacher",
                 "teacher_epochs": self.teacher_epochs, "student_epochs": self.student_epochs,
                 "kd_alpha": self.alpha, "kd_temperature": self.temperature, **self.teacher_info}
+
+    def dry_run_sizes(self, ctx) -> dict:
+        """The teacher (being trained), the student it switches to and the folded student, as the
+        original's README table rows (ResNet20-1-T / -S)."""
+        if self.switched:
+            return {}
+        student = self._student(ctx.model)
+        probe = ctx.probe[:1]
+        folded = student.deploy()
+        return {"teacher": {"params": ctx.sizes()["params"], "macs": ctx.sizes()["macs"]},
+                "student": {"params": count_params(student), "macs": forward_macs(student, probe)},
+                "folded_student": {"params": count_params(folded), "macs": forward_macs(folded, probe)}}
 
     def finish(self, ctx) -> dict:
         if not self.switched:
