@@ -18,6 +18,7 @@ from growth.engine.config_check import check_types
 from growth.engine.env import (git_commit, resolve_device, resolve_precision, seed_everything, versions)
 from growth.engine.env import apply_threads, reproducibility
 from growth.engine.lock import RunDirLock
+from growth.engine.optim import scale_lr
 from growth.engine.record import RunRecord
 from growth.engine.trainer import Trainer
 from growth.errors import ConfigError, Interrupted, RunDirBusy, TrainingDiverged
@@ -129,6 +130,15 @@ def _hold(lock, info) -> None:
         raise problem
 
 
+def _repeats(recipe) -> int:
+    value = (recipe or {}).get("repeated_aug")
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("recipe.repeated_aug", value, "allowed: null (off) or a number of repeats >= 1 (DeiT: 3)")
+    return value
+
+
 def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
     """Validate and build everything; nothing trains yet. `lock`: the run directory's RunDirLock."""
     validate(cfg)
@@ -150,9 +160,12 @@ def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
     data = build_data(cfg["data"], {
         "batch_size": t["batch_size"], "eval_batch_size": t["eval_batch_size"], "seed": cfg["seed"],
         "device": device if on_device else torch.device("cpu"), "num_workers": int(t.get("num_workers", 0)),
-        "pin_memory": device.type == "cuda"})
+        "pin_memory": device.type == "cuda", "recipe": cfg.get("recipe")})
     if info.enabled:
         data.train.shard(info.rank, info.world)
+    repeats = _repeats(cfg.get("recipe"))
+    if repeats > 1:  # DeiT's repeated augmentation: each sample `repeats` times an epoch, on different ranks
+        data.train.repeat(repeats)
     model = build_model(cfg["model"], data.info)
     method = build_method(cfg)
     ckpt, ckpt_path, key = _find_checkpoint(cfg, record)
@@ -161,8 +174,9 @@ def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
     if ckpt is not None:
         check_compatible(ckpt, model, key, ckpt_path)
         model = model_from_spec(ckpt["arch_spec"])
-    trainer = Trainer(model, data, method, record, optim_cfg=cfg["optim"], trainer_cfg=t, device=device,
-                      amp_dtype=amp, dist_info=info)
+    optim_cfg = scale_lr(cfg["optim"], t["batch_size"] * info.world)  # optim.lr_scale_batch (DeiT's rule)
+    trainer = Trainer(model, data, method, record, optim_cfg=optim_cfg, trainer_cfg=t, device=device,
+                      amp_dtype=amp, dist_info=info, recipe=cfg.get("recipe"), seed=cfg["seed"])
     if ckpt is not None:
         try:
             trainer.load(ckpt)
@@ -233,6 +247,10 @@ def finish(trainer: Trainer, record: RunRecord) -> dict:
     log.info("deploy: fused model %s params (from %s), max |fused - unfused| on probe %.2e",
              f"{count_params(deployed):,}", f"{count_params(trainer.model):,}", change)
     extras = {"test_acc": test["acc"], "test_loss": test["loss"], "deploy_max_abs_diff": change}
+    if trainer.ema is not None:  # recipe.ema: the EMA's test numbers beside the raw model's
+        ema = trainer.evaluate(trainer.data.test, trainer.ema.module)
+        extras.update(test_acc_ema=ema["acc"], test_loss_ema=ema["loss"])
+        log.info("ema: test acc %.4f (raw model %.4f)", ema["acc"], test["acc"])
     fmt = check_export_format(trainer.cfg.get("export"))
     if fmt and record.write:
         extras.update(_export(deployed, trainer.probe.to(trainer.device), record))

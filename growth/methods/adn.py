@@ -17,7 +17,6 @@ trained; `finish` evaluates all 2^S of them (accuracy, params, MACs, latency) an
 import logging
 
 import torch
-import torch.nn.functional as F
 
 from growth.engine.event import Event
 from growth.errors import ConfigError
@@ -137,7 +136,7 @@ class ADN(Method):
         net = _unwrap(model)
         net.set_skip(self.super)
         z_super = model(x)
-        label_loss = F.cross_entropy(z_super, y, label_smoothing=ctx.label_smoothing)
+        label_loss = ctx.label_loss(z_super, y)  # y: labels or mixup's soft targets
         net.set_skip(self.base)
         try:
             z_base = model(x)
