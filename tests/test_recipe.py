@@ -17,6 +17,7 @@ from growth.engine.optim import scale_lr
 from growth.errors import ConfigError
 from growth.losses import label_ce
 from growth.methods.base import Method
+from benchmarks.common import compose
 from tests.conftest import tiny_cfg
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -178,7 +179,7 @@ def test_mixer_draws_depend_on_seed_rank_step_and_leave_numpy_alone():
 
 def test_a_method_that_needs_class_labels_refuses_mixup(tmp_path, monkeypatch):
     from growth.methods.fixed import Fixed
-    monkeypatch.setattr(Fixed, "soft_targets", False, raising=False)
+    monkeypatch.setattr(Fixed, "soft_targets", False)
     with pytest.raises(ConfigError, match="recipe.mixup"):
         prepare(tiny_cfg(**MIXED), tmp_path)
 
@@ -210,3 +211,65 @@ def test_ema_is_evaluated_beside_the_model_and_restarts_after_growth(tmp_path):
     assert ckpt["counters"]["ema_resets"] == len(hooks)
     assert ckpt["ema"].keys() == ckpt["model"].keys()  # the EMA follows the grown model
     assert any(not ckpt["ema"][k].equal(ckpt["model"][k]) for k in ckpt["model"] if ckpt["model"][k].is_floating_point())
+
+
+# ---- (4) one step at 224 px through the real recipe transforms, ResNet-50 and Des-S ------------------------
+def _image_tree(root):
+    """ROOT/{train,val}/<class>/: one small image per class and split (a PNG and a JPEG), 3 classes."""
+    from PIL import Image
+    gen = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for k, name in enumerate(("ant", "bee", "cat")):
+            (root / split / name).mkdir(parents=True)
+            pixels = (gen.random((40 + 8 * k, 56, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / split / name / ("a.png" if k % 2 else "a.jpg"))
+    return root
+
+
+def _one_step(tmp_path, recipe, **over):
+    """Build the job, spy on the training step's labels, train one epoch (one batch of 2), return what ran."""
+    cfg = compose(data="imagefolder", recipe=recipe, **{"trainer.progress": "false",
+        "data.root": str(_image_tree(tmp_path / "images")), "data.image_size": 224, "trainer.batch_size": 2,
+        "trainer.eval_batch_size": 4, "trainer.epochs": 1, "trainer.threads": 1, "trainer.device": "cpu",
+        "trainer.probe_batch": 1, "recipe.ema.enabled": True, "recipe.ema.every": 1, **over})
+    trainer, _ = prepare(cfg, tmp_path / "run")
+    seen = []
+    real = trainer.method.loss
+
+    def spy(model, x, y, ctx):
+        seen.append((tuple(x.shape), tuple(y.shape), y.dtype))
+        return real(model, x, y, ctx)
+    trainer.method.loss = spy
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    return trainer, seen, before
+
+
+def _ema_moved(trainer, before) -> bool:
+    """The EMA is neither the initial weights nor the trained ones: it averaged after the step."""
+    ema, now = trainer.ema.module.state_dict(), trainer.model.state_dict()
+    floats = [k for k in now if now[k].is_floating_point() and not now[k].equal(before[k])]
+    return bool(floats) and all(not ema[k].equal(before[k]) and not ema[k].equal(now[k]) for k in floats[:4])
+
+
+def test_resnet50_one_step_at_224_through_the_tv_v2_recipe(tmp_path):
+    """ResNet-50 (timm) under the ADN R50-v2 recipe: TrivialAugment at 176, mixup/cutmix, EMA, RA x4.
+    method=fixed: method=adn on a timm resnet50 is another change; the recipe path is the same."""
+    trainer, seen, before = _one_step(tmp_path, "tv_resnet50_v2", model="timm", **{"model.name": "resnet50"})
+    assert seen == [((2, 3, 176, 176), (2, 3), torch.float32)]  # train crop 176, soft targets over 3 classes
+    assert trainer.step == 1 and trainer.probe.shape[-1] == 224  # eval at the data's 224
+    assert _ema_moved(trainer, before)
+    assert "val_acc_ema" in trainer.record.metrics()[-1]
+    trained = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not trained & {id(p) for p in trainer.ema.module.parameters()}  # the EMA is not trained
+    assert trainer.sizes()["params"] == sum(p.numel() for p in trainer.model.parameters())  # nor counted
+
+
+def test_des_s_one_step_at_224_through_the_deit_recipe(tmp_path):
+    """Des-S, the SWS descendant at 224 px (12 layers, 384 wide, 6 heads, patch 16), from scratch."""
+    trainer, seen, before = _one_step(tmp_path, "deit", model="sws_descendant", **{
+        "method.phase": "scratch", "model.depth": 12, "model.embed_dim": 384, "model.heads": 6,
+        "model.patch_size": 16, "model.mlp_ratio": 4.0})
+    assert seen == [((2, 3, 224, 224), (2, 3), torch.float32)]
+    assert trainer.model.arch_string().startswith("d12") and trainer.step == 1
+    assert _ema_moved(trainer, before)

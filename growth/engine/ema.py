@@ -39,9 +39,24 @@ class ModelEma:
         self.ema = self._make(model)
 
     def _make(self, model):
+        self.source = model  # the model whose tensors it averages
         ema = ModelEmaV3(model, decay=self.cfg["decay"], use_warmup=self.cfg["warmup"])
         ema.module.requires_grad_(False)  # an average, not a trained model
         return ema
+
+    def restart_reason(self, model, events, replaced: bool) -> str | None:
+        """Why the EMA cannot go on averaging `model` after a hook (None: it can). Events that leave the
+        structure alone (evaluations such as ADN's skip_eval) do not restart it."""
+        if model is not self.source:
+            return "a phase switch"
+        if replaced:
+            return "replaced tensors"
+        if any(e.arch_before is not None and (e.arch_before, e.params_before) != (e.arch_after, e.params_after)
+               for e in events):  # a width growth keeps the arch string, not the params
+            return "a growth event"
+        if _signature(self.ema.module) != _signature(model):
+            return "a new structure"
+        return None
 
     @property
     def module(self):
@@ -63,3 +78,8 @@ class ModelEma:
 
     def load_state_dict(self, state: dict) -> None:
         self.ema.module.load_state_dict(state)
+
+
+def _signature(model) -> list:
+    """Names, shapes and dtypes of a model's state: what an EMA must share with the model it follows."""
+    return [(k, tuple(v.shape), v.dtype) for k, v in model.state_dict().items()]

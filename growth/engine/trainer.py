@@ -63,7 +63,6 @@ class Trainer:
         self.mixer = self._mixer(seed)
         ema = ema_config(self.recipe, int(trainer_cfg["batch_size"]) * self.dist.world, self.epochs)
         self.ema = ModelEma(self.model, ema) if ema else None
-        self._ema_source = self.model  # the model (and, by _signature, the tensors) the EMA averages
         self.rewrap()
 
     def _mixer(self, seed: int):
@@ -162,7 +161,6 @@ class Trainer:
             self.ema.reset(self.model)
             if ckpt.get("ema") is not None:
                 self.ema.load_state_dict(ckpt["ema"])
-            self._ema_source = self.model
         restore_group_order(self.optimizer, self.model, ckpt["optimizer_param_names"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
@@ -383,19 +381,11 @@ class Trainer:
 
     def _follow_structure(self, events, replaced: bool) -> None:
         """After a hook: an EMA over tensors the model no longer has (growth, a phase switch) would be
-        silently wrong, so it starts again from the model as it is now, counted and logged. Events that
-        leave the structure alone (evaluations) do not restart it."""
-        if self.ema is None:
-            return
-        grown = any(e.arch_before is not None and (e.arch_before, e.params_before) != (e.arch_after, e.params_after)
-                    for e in events)  # a width growth keeps the arch string, not the params
-        why = ("a phase switch" if self.model is not self._ema_source else "replaced tensors" if replaced
-               else "a growth event" if grown else "a new structure" if _signature(self.ema.module) !=
-               _signature(self.model) else None)
+        silently wrong, so it starts again from the model as it is now, counted and logged."""
+        why = None if self.ema is None else self.ema.restart_reason(self.model, events, replaced)
         if why is None:
             return
         self.ema.reset(self.model)
-        self._ema_source = self.model
         self.counters["ema_resets"] = self.counters.get("ema_resets", 0) + 1
         log.info("ema: restarted from the current model after %s at epoch %d, step %d (arch %s); the EMA "
                  "averages from here on", why, self.epoch, self.step, self.model.arch_string())
@@ -409,11 +399,6 @@ class Trainer:
                      row["where"], row["arch_before"], row["arch_after"], _count(row["params_before"]),
                      _count(row["params_after"]))
         return bool(events)
-
-
-def _signature(model) -> list:
-    """Names, shapes and dtypes of a model's state: what an EMA must share with the model it follows."""
-    return [(k, tuple(v.shape), v.dtype) for k, v in model.state_dict().items()]
 
 
 def _count(n) -> str:

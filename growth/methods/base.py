@@ -32,6 +32,9 @@ class Phase:
 
 class Method:
     name = "base"
+    # The loss takes the soft targets mixup/cutmix make (recipe.mixup) through ctx.label_loss. A method
+    # whose loss needs class indices (indexing by y) sets False: such a run stops with a ConfigError.
+    soft_targets = True
 
     def __init__(self, cfg: dict):
         self.cfg = dict(cfg)
