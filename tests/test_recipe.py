@@ -140,14 +140,18 @@ def test_tv_resnet50_v2_recipe_is_trivialaugment_at_176_and_232_resize():
     assert [op.size for op in _ops(evaluate) if isinstance(op, T.Resize)] == [232]
 
 
-def test_bad_recipe_values_stop_with_the_key():
+def test_bad_recipe_values_stop_with_the_key(tmp_path):
     recipe = tiny_cfg(recipe="deit")["recipe"]
     with pytest.raises(ConfigError, match="recipe.auto_augment"):
         recipe_transforms({**recipe, "auto_augment": "rand-q9"}, 224, MEAN, STD)
     with pytest.raises(ConfigError, match="recipe.transforms"):
         recipe_transforms({**recipe, "transforms": "torchvision"}, 224, MEAN, STD)
     with pytest.raises(ConfigError, match="recipe.repeated_aug"):
-        run_job(tiny_cfg(**{**MIXED, "recipe.repeated_aug": 0}), "/tmp/never-written")
+        run_job(tiny_cfg(**{**MIXED, "recipe.repeated_aug": 0}), tmp_path)
+    with pytest.raises(ConfigError, match="recipe.cutmix_minmax"):
+        Mixer({**recipe, "cutmix_minmax": [1, 2]}, 10, 0.1, seed=0)
+    with pytest.raises(ConfigError, match="recipe.mixup_mode"):
+        Mixer({**recipe, "mixup_mode": "rows"}, 10, 0.1, seed=0)
 
 
 # ---- mixup, soft targets, the label loss ---------------------------------------------------------------------
@@ -273,3 +277,14 @@ def test_des_s_one_step_at_224_through_the_deit_recipe(tmp_path):
     assert seen == [((2, 3, 224, 224), (2, 3), torch.float32)]
     assert trainer.model.arch_string().startswith("d12") and trainer.step == 1
     assert _ema_moved(trainer, before)
+
+
+def test_a_phase_switch_restarts_the_ema_from_the_new_model(tmp_path):
+    """ReduceNet's teacher -> student switch: the EMA follows the student from the switch on."""
+    cfg = tiny_cfg(model="reducenet", **{"trainer.epochs": 2, "trainer.batch_size": 256, "recipe.ema.enabled": True,
+                                          "recipe.ema.decay": 0.5})
+    summary = run_job(cfg, tmp_path)
+    assert summary["status"] == "completed" and [r["ema_resets"] for r in rows(tmp_path)] == [0, 1]
+    assert "restarted from the current model after a phase switch" in (tmp_path / "train.log").read_text()
+    ckpt = load_checkpoint(tmp_path / "checkpoints/last.pt")
+    assert ckpt["ema"].keys() == ckpt["model"].keys()

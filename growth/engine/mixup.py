@@ -31,8 +31,11 @@ def _check(recipe: dict) -> None:
     if recipe.get("mixup_mode", "batch") not in MODES:
         raise ConfigError("recipe.mixup_mode", recipe.get("mixup_mode"), f"allowed: {', '.join(MODES)}")
     mm = recipe.get("cutmix_minmax")
-    if mm is not None and (not isinstance(mm, (list, tuple)) or len(mm) != 2):
-        raise ConfigError("recipe.cutmix_minmax", mm, "allowed: null or [min, max] fractions of the image side")
+    numbers = isinstance(mm, (list, tuple)) and len(mm) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in mm)
+    if mm is not None and not (numbers and 0 < mm[0] < mm[1] <= 1):
+        raise ConfigError("recipe.cutmix_minmax", mm, "allowed: null or [min, max] fractions of the image side, "
+                          "0 < min < max <= 1")
 
 
 class Mixer:
