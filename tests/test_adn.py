@@ -12,6 +12,7 @@ from growth.methods.adn import ADN, parse_skip, topk_distill
 from growth.models import create_model, model_from_spec
 from growth.models.saved import from_file
 from growth.models.skippable import all_configs, config_name, n_mandatory
+from growth.losses import label_ce
 from tests.conftest import max_diff, out, tiny_cfg
 
 TINY = {
@@ -154,8 +155,9 @@ def _adn(alpha=0.5, temperature=1.0, top_k=500, **m):
                 "seed": 0})
 
 
-class _Trainer:  # the two members of the run context ADN's loss reads
+class _Trainer:  # the members of the run context ADN's loss reads
     label_smoothing = 0.0
+    label_loss = staticmethod(label_ce)  # ctx.label_loss at label_smoothing 0
 
     def __init__(self):
         self.train_macs = 0

@@ -17,6 +17,7 @@ from growth.methods.distill import kd_loss
 from growth.methods.reducenet import ReduceNetMethod, phase_epochs
 from growth.models import create_model
 from growth.models.saved import from_file
+from growth.losses import label_ce
 from tests.conftest import TINY, max_diff, out, tiny_cfg
 
 SMALL = {"depths": [2, 1, 1], "widths": [8, 12, 16], "in_chans": 3, "num_classes": 5}
@@ -149,6 +150,7 @@ def test_student_loss_with_alpha_zero_never_runs_the_teacher():
 
     class T:
         label_smoothing = 0.0
+        label_loss = staticmethod(label_ce)  # ctx.label_loss at label_smoothing 0
     model = create_model("reducenet", **SMALL, scaler=0)
     x, y = _x(), torch.arange(4)
     loss, logits = method.loss(model, x, y, T())

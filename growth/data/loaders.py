@@ -10,6 +10,31 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
+def repeat_count(n: int, repeats: int, world: int, round_to: int = 256) -> int:
+    """Samples per rank per epoch under repeated augmentation: DeiT's RASampler rule (timm's
+    RepeatAugSampler with its defaults), the same number of samples as one pass without repeats, rounded
+    down to a multiple of `round_to` over all ranks: floor(n // 256 * 256 / world) for n >= 256, else
+    ceil(n / world); never more than the ceil(n * repeats / world) the repeated order holds."""
+    selected = n // round_to * round_to // world if n >= round_to else math.ceil(n / world)
+    return min(selected, math.ceil(n * repeats / world))
+
+
+def repeated_order(n: int, seed: int, epoch: int, repeats: int, rank: int = 0, world: int = 1,
+                   shuffle: bool = True) -> torch.Tensor:
+    """This rank's indices for one epoch of repeated augmentation (DeiT's RASampler; timm's
+    RepeatAugSampler computes the same from `epoch` alone): one permutation, each index repeated `repeats`
+    times in a row, dealt round-robin over the ranks (so a sample's copies go to different ranks; one
+    rank sees them in a row), padded by wrapping, cut to `repeat_count`.
+
+    Why not timm's class: it seeds from the epoch only (every run seed would see the same order) and
+    cannot start at a mid-epoch batch; here the order is a function of (seed, epoch) and callers slice it."""
+    base = torch.randperm(n, generator=epoch_generator(seed, epoch)) if shuffle else torch.arange(n)
+    order = torch.repeat_interleave(base, int(repeats))
+    total = math.ceil(n * repeats / world) * world
+    picks = torch.arange(rank, total, world)[:repeat_count(n, repeats, world)]
+    return order[picks % len(order)]
+
+
 def shard_order(order, rank: int, world: int):
     """Rank `rank`'s share of one epoch's order: every world-th index, all shares the same length
     (the last n % world samples of the epoch are left out, as DistributedSampler(drop_last=True))."""
@@ -25,6 +50,11 @@ class TensorLoader:
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
         self.epoch, self.rank, self.world, self.start_batch = 0, 0, 1, 0
+        self.repeats = 1  # repeated augmentation (recipe.repeated_aug): each sample this many times
+
+    def repeat(self, repeats: int) -> None:
+        """Repeated augmentation: an epoch is `repeated_order` (DeiT's RASampler) instead of a permutation."""
+        self.repeats = int(repeats)
 
     def shard(self, rank: int, world: int) -> None:
         """Data parallel: each rank iterates its share of the same (seed, epoch) permutation."""
@@ -39,17 +69,23 @@ class TensorLoader:
         return len(self.y)
 
     def __len__(self):
-        n = len(self.y) // self.world / self.batch_size
+        if self.repeats > 1:
+            n = repeat_count(len(self.y), self.repeats, self.world) / self.batch_size
+        else:
+            n = len(self.y) // self.world / self.batch_size
         return max(1, math.floor(n)) if self.drop_last else math.ceil(n)
 
     def batch_indices(self):
         """The sample indices of each batch left in this epoch (this rank's share, from start_batch on)."""
         n = len(self.y)
-        if self.shuffle:
+        if self.repeats > 1:
+            order = repeated_order(n, self.seed, self.epoch, self.repeats, self.rank, self.world,
+                                   self.shuffle).to(self.y.device)
+        elif self.shuffle:
             order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch)).to(self.y.device)
+            order = shard_order(order, self.rank, self.world)
         else:
-            order = torch.arange(n, device=self.y.device)
-        order = shard_order(order, self.rank, self.world)
+            order = shard_order(torch.arange(n, device=self.y.device), self.rank, self.world)
         for i in range(self.start_batch, len(self)):
             yield order[i * self.batch_size:(i + 1) * self.batch_size]
 
@@ -64,15 +100,19 @@ class EpochSampler(Sampler):
     def __init__(self, n, seed=0, shuffle=True):
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
         self.rank, self.world, self.start = 0, 1, 0
+        self.repeats = 1  # > 1: repeated augmentation (repeated_order)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """`start`: the number of this epoch's samples (of this rank's share) to skip on a mid-epoch resume."""
         self.epoch, self.start = epoch, start
 
     def __len__(self):
-        return self.n // self.world
+        return repeat_count(self.n, self.repeats, self.world) if self.repeats > 1 else self.n // self.world
 
     def __iter__(self):
+        if self.repeats > 1:
+            order = repeated_order(self.n, self.seed, self.epoch, self.repeats, self.rank, self.world, self.shuffle)
+            return iter(order.tolist()[self.start:])
         if not self.shuffle:
             order = list(range(self.n))
         else:
@@ -102,6 +142,10 @@ class DatasetLoader:
 
     def shard(self, rank: int, world: int) -> None:
         self.sampler.rank, self.sampler.world = rank, world
+
+    def repeat(self, repeats: int) -> None:
+        """Repeated augmentation: each sample `repeats` times per epoch (repeated_order)."""
+        self.sampler.repeats = int(repeats)
 
     @property
     def num_samples(self) -> int:

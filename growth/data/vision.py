@@ -12,6 +12,7 @@ from torchvision import datasets, transforms as T
 from growth.data.bundle import DataBundle
 from growth.data.device_images import device_bundle
 from growth.data.loaders import DatasetLoader
+from growth.data.recipe_transforms import recipe_transforms
 from growth.errors import ConfigError
 
 # name: (torchvision class, channels, classes, size, mean, std, flip, where the files come from)
@@ -117,6 +118,9 @@ def build_imagefolder(cfg: dict, args: dict) -> DataBundle:
     train_tf = T.Compose([resize, T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip(),
                           T.ToTensor(), T.Normalize(mean, std)])
     eval_tf = T.Compose([resize, T.ToTensor(), T.Normalize(mean, std)])
+    timm_tf = recipe_transforms(args.get("recipe"), size, mean, std)  # conf/recipe: timm's, or None
+    if timm_tf is not None:
+        train_tf, eval_tf, size = timm_tf
     try:  # no class folders, or a class folder without images
         train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf)
         if (root / "val").is_dir():

@@ -22,7 +22,7 @@ from growth.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # The groups whose option is named by a key of its own section (model=vit -> model.family 'vit').
-GROUPS = ("data", "method", "optim", "model", "grow_mode", "initializer", "trainer")
+GROUPS = ("data", "method", "optim", "model", "grow_mode", "initializer", "trainer", "recipe")
 # Types a key takes besides its default's (every key here is documented in its YAML file).
 MORE = {
     "trainer.grad_clip": {"float"},                  # default 0 (off); any max norm
@@ -52,6 +52,16 @@ MORE = {
     "grow.max_events": {"int"},
     "grow.seed": {"int"},
     "optim.weight_decay_end": {"float"},
+    "optim.lr_scale_batch": {"int"},                 # null | a reference batch size
+    # recipe keys that some recipes set and others leave null: both, whichever option the config uses
+    "recipe.train_size": {"int", "null"},            # null (data.image_size) | pixels
+    "recipe.eval_size": {"int", "null"},
+    "recipe.eval_crop_pct": {"float", "null"},       # null (timm's 0.875) | a fraction
+    "recipe.color_jitter": {"float", "list", "null"},  # null | a number | [b, c, s(, h)]
+    "recipe.auto_augment": {"str", "null"},          # null | a timm policy | ta_wide
+    "recipe.cutmix_minmax": {"list", "null"},
+    "recipe.label_smoothing": {"float", "null"},     # null (trainer.label_smoothing) | a number
+    "recipe.repeated_aug": {"int", "null"},          # null (off) | repeats
     "method.saliency": {"str"},
     "method.transfer_buffers": {"str"},
     "method.zero_init": {"str"},

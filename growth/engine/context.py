@@ -9,6 +9,8 @@ Methods get a `RunContext` in every hook instead of the trainer. What it offers 
 | fresh                          | no step trained yet and no phase switch: a new run, not a resume     |
 | val_history, last_val_acc      | val acc of every finished epoch, and of the last one                 |
 | label_smoothing, device, probe | the trainer's settings; the fixed probe batch (on the device)        |
+| label_loss(logits, y)          | the label loss: CE with label_smoothing for class indices, timm's    |
+|                                | SoftTargetCrossEntropy for mixup/cutmix soft targets (recipe.mixup)  |
 | data_info                      | the data's shape facts (name, classes, image size...)                |
 | train_cost                     | training MACs and samples so far (every rank)                        |
 | sizes()                        | params, deploy_params, MACs, train MACs per sample of the model now  |
@@ -33,6 +35,7 @@ hook that changed the model; a method never touches the optimizer.
 from growth.engine import dist
 from growth.engine.event import Event
 from growth.engine.io import atomic_torch_save
+from growth.losses import label_ce
 
 
 class RunContext:
@@ -78,6 +81,11 @@ class RunContext:
     @property
     def label_smoothing(self) -> float:
         return self._trainer.label_smoothing
+
+    def label_loss(self, logits, y):
+        """A method's label loss. `y`: class indices, or the soft targets a training batch carries when
+        recipe.mixup/cutmix is on (timm's Mixup smoothed them already: no second smoothing)."""
+        return label_ce(logits, y, self._trainer.label_smoothing)
 
     @property
     def device(self):

@@ -71,7 +71,7 @@ def one_step(trainer) -> float:
     """One training step on the first random batch; returns its loss."""
     trainer.model.train()
     x, y = trainer.to_device(*next(iter(trainer.data.train)))
-    loss, _ = trainer.train_step(x, y, trainer.epoch + 1)
+    loss, _, _ = trainer.train_step(x, y, trainer.epoch + 1)
     return loss.item()
 
 

@@ -18,6 +18,7 @@ from growth.engine.config_check import check_types
 from growth.engine.env import (git_commit, resolve_device, resolve_precision, seed_everything, versions)
 from growth.engine.env import apply_threads, reproducibility
 from growth.engine.lock import RunDirLock
+from growth.engine.optim import scale_lr
 from growth.engine.record import RunRecord
 from growth.engine.trainer import Trainer
 from growth.errors import ConfigError, Interrupted, RunDirBusy, TrainingDiverged
@@ -129,6 +130,15 @@ def _hold(lock, info) -> None:
         raise problem
 
 
+def _repeats(recipe) -> int:
+    value = (recipe or {}).get("repeated_aug")
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("recipe.repeated_aug", value, "allowed: null (off) or a number of repeats >= 1 (DeiT: 3)")
+    return value
+
+
 def environment(cfg: dict) -> torch.device:
     """Validate, then the process settings every job shares (threads, pickles); returns the device."""
     validate(cfg)
@@ -148,8 +158,9 @@ def build_trainer(cfg: dict, data, record: RunRecord, device, info, ckpt=None, w
     if ckpt is not None:
         check_compatible(ckpt, model, *where)
         model = model_from_spec(ckpt["arch_spec"])
-    return Trainer(model, data, method, record, optim_cfg=cfg["optim"], trainer_cfg=cfg["trainer"], device=device,
-                   amp_dtype=amp, dist_info=info)
+    optim_cfg = scale_lr(cfg["optim"], cfg["trainer"]["batch_size"] * info.world)  # optim.lr_scale_batch (DeiT)
+    return Trainer(model, data, method, record, optim_cfg=optim_cfg, trainer_cfg=cfg["trainer"], device=device,
+                   amp_dtype=amp, dist_info=info, recipe=cfg.get("recipe"), seed=cfg["seed"])
 
 
 def start(trainer: Trainer) -> None:
@@ -175,9 +186,12 @@ def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
     data = build_data(cfg["data"], {
         "batch_size": t["batch_size"], "eval_batch_size": t["eval_batch_size"], "seed": cfg["seed"],
         "device": device if on_device else torch.device("cpu"), "num_workers": int(t.get("num_workers", 0)),
-        "pin_memory": device.type == "cuda", "data_on_device": on_device})
+        "pin_memory": device.type == "cuda", "data_on_device": on_device, "recipe": cfg.get("recipe")})
     if info.enabled:
         data.train.shard(info.rank, info.world)
+    repeats = _repeats(cfg.get("recipe"))
+    if repeats > 1:  # DeiT's repeated augmentation: each sample `repeats` times an epoch, on different ranks
+        data.train.repeat(repeats)
     ckpt, ckpt_path, key = _find_checkpoint(cfg, record)
     own = key == "checkpoints/last.pt"
     changes = _config_changes(cfg, run_dir) if own else {}  # a seed from elsewhere may differ: fine-tuning
@@ -251,6 +265,10 @@ def finish(trainer: Trainer, record: RunRecord) -> dict:
     log.info("deploy: fused model %s params (from %s), max |fused - unfused| on probe %.2e",
              f"{count_params(deployed):,}", f"{count_params(trainer.model):,}", change)
     extras = {"test_acc": test["acc"], "test_loss": test["loss"], "deploy_max_abs_diff": change}
+    if trainer.ema is not None:  # recipe.ema: the EMA's test numbers beside the raw model's
+        ema = trainer.evaluate(trainer.data.test, trainer.ema.module)
+        extras.update(test_acc_ema=ema["acc"], test_loss_ema=ema["loss"])
+        log.info("ema: test acc %.4f (raw model %.4f)", ema["acc"], test["acc"])
     fmt = check_export_format(trainer.cfg.get("export"))
     if fmt and record.write:
         extras.update(_export(deployed, trainer.probe.to(trainer.device), record))

@@ -68,6 +68,19 @@ def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     raise ConfigError("optim.name", name, f"allowed: {', '.join(OPTIMIZERS)}")
 
 
+def scale_lr(cfg: dict, global_batch: int) -> dict:
+    """optim.lr_scale_batch = B: lr and min_lr scaled by global batch / B (DeiT's linear scaling rule,
+    lr = lr * batch_size * world_size / 512), so a config names the lr at B whatever the batch and ranks.
+    null: the lr as given (the config is returned unchanged)."""
+    ref = cfg.get("lr_scale_batch")
+    if ref is None:
+        return cfg
+    if isinstance(ref, bool) or not isinstance(ref, int) or ref <= 0:
+        raise ConfigError("optim.lr_scale_batch", ref, "allowed: null (lr as given) or a positive batch size, e.g. 512")
+    f = global_batch / ref
+    return {**cfg, "lr": float(cfg.get("lr", 0.1)) * f, "min_lr": float(cfg.get("min_lr", 0.0)) * f}
+
+
 def add_params(optimizer: torch.optim.Optimizer, named_params, cfg: dict) -> int:
     """Register new parameters in their group (same lr/wd as their kind). Returns how many joined."""
     known = {id(p) for g in optimizer.param_groups for p in g["params"]}

@@ -12,11 +12,14 @@ from growth.arch import spec_to_json
 from growth.engine import dist
 from growth.engine.checkpoint import CheckpointClock, save_checkpoint
 from growth.engine.context import RunContext
+from growth.engine.ema import ModelEma, ema_config
 from growth.engine.event import Event
 from growth.engine.env import rng_state, set_rng_state
+from growth.engine.mixup import Mixer, mixup_active
 from growth.engine.optim import add_params, build_optimizer, replace_params, restore_group_order
 from growth.engine.schedule import Schedule
-from growth.errors import Interrupted, TrainingDiverged
+from growth.errors import ConfigError, Interrupted, TrainingDiverged
+from growth.losses import hard_labels
 from growth.measure import count_params, forward_macs, train_step_macs
 
 log = logging.getLogger("growth")
@@ -24,7 +27,7 @@ log = logging.getLogger("growth")
 
 class Trainer:
     def __init__(self, model, data, method, record, *, optim_cfg, trainer_cfg, device, amp_dtype,
-                 dist_info=dist.DistInfo()):
+                 dist_info=dist.DistInfo(), recipe=None, seed=0):
         self.model, self.data, self.method, self.record = model.to(device), data, method, record
         self.dist = dist_info
         self.optim_cfg, self.cfg, self.device, self.amp_dtype = optim_cfg, trainer_cfg, device, amp_dtype
@@ -34,7 +37,9 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.epochs = method.total_epochs(int(trainer_cfg["epochs"]))
-        self.label_smoothing = float(trainer_cfg.get("label_smoothing", 0.0))
+        self.recipe = dict(recipe or {})  # conf/recipe: mixup/cutmix, EMA (transforms and sampler: the data's)
+        smoothing = self.recipe.get("label_smoothing")  # null: trainer.label_smoothing
+        self.label_smoothing = float(trainer_cfg.get("label_smoothing", 0.0) if smoothing is None else smoothing)
         self.grad_clip = float(trainer_cfg.get("grad_clip", 0) or 0)
         self.optimizer = build_optimizer(self.model, optim_cfg)
         self.steps_per_epoch = len(data.train)
@@ -55,7 +60,21 @@ class Trainer:
         self.train_model = None
         self.compile = bool(trainer_cfg.get("compile", False))
         self.ctx = RunContext(self)  # what the method's hooks see of this run
+        self.mixer = self._mixer(seed)
+        ema = ema_config(self.recipe, int(trainer_cfg["batch_size"]) * self.dist.world, self.epochs)
+        self.ema = ModelEma(self.model, ema) if ema else None
         self.rewrap()
+
+    def _mixer(self, seed: int):
+        if not mixup_active(self.recipe):
+            return None
+        if not self.probe.is_floating_point():
+            raise ConfigError("recipe.mixup", self.recipe.get("mixup"), f"mixup/cutmix mix images; data "
+                              f"{self.data.info['name']} gives {self.probe.dtype} inputs: allowed 0 (off) here")
+        if not getattr(self.method, "soft_targets", True):
+            raise ConfigError("recipe.mixup", self.recipe.get("mixup"), f"method {self.method.name} needs class "
+                              "labels in its loss, and mixup/cutmix turns them into soft targets: allowed 0 (off)")
+        return Mixer(self.recipe, self.data.info["num_classes"], self.label_smoothing, seed, self.dist.rank)
 
     def rewrap(self) -> None:
         """The module the training step calls (DDP around self.model when distributed). Called again
@@ -133,10 +152,15 @@ class Trainer:
         save_checkpoint(self.record.path("last"), model=self.model, optimizer=self.optimizer,
                         schedule=self.schedule, method=self.method, epoch=self.epoch, step=self.step,
                         counters=self.counters, rng=rng_state(), model_replaced=self.model_replaced,
-                        configured_spec=self.configured_spec, in_epoch=in_epoch)
+                        configured_spec=self.configured_spec, in_epoch=in_epoch,
+                        ema=None if self.ema is None else self.ema.state_dict())
 
     def load(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None:  # the EMA of the loaded model; a checkpoint without one starts it here
+            self.ema.reset(self.model)
+            if ckpt.get("ema") is not None:
+                self.ema.load_state_dict(ckpt["ema"])
         restore_group_order(self.optimizer, self.model, ckpt["optimizer_param_names"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
@@ -205,9 +229,9 @@ class Trainer:
                                   f"{self.step} (batch {state['batch']} of {len(self.data.train)}); "
                                   f"checkpoint saved at this step")
             x, y = self.to_device(x, y)
-            loss, logits = self.train_step(x, y, epoch)
+            loss, logits, y = self.train_step(x, y, epoch)
             state["loss_sum"] += loss * len(y)
-            state["correct"] += (logits.argmax(1) == y).sum()
+            state["correct"] += (logits.argmax(1) == hard_labels(y)).sum()
             state["seen"] += len(y)
             state["batch"] += 1
         dist.sync_buffers(self.model, self.dist)
@@ -219,7 +243,10 @@ class Trainer:
 
     def train_step(self, x, y, epoch: int) -> tuple:
         """One optimizer step on one batch already on the device (the model in train mode): the method's
-        loss, backward, clipping, the optimizer and the LR schedule. Returns (loss, logits), detached."""
+        loss, backward, clipping, the optimizer, the LR schedule and the EMA. Returns (loss, logits, y),
+        detached; with mixup on, y are the soft targets the step trained on."""
+        if self.mixer is not None:  # y becomes soft targets (label-smoothed by timm)
+            x, y = self.mixer(x, y, self.step)
         with self._autocast():
             loss, logits = self.method.loss(self.train_model, x, y, self.ctx)
         # One host sync per step buys a failure that names its step; cheap at our scales.
@@ -236,7 +263,9 @@ class Trainer:
         self.scaler.update()
         self.schedule.step()
         self.step += 1
-        return loss.detach(), logits.detach()
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        return loss.detach(), logits.detach(), y
 
     @torch.no_grad()
     def evaluate(self, loader, model=None) -> dict:
@@ -271,6 +300,7 @@ class Trainer:
         tr = self.train_epoch(epoch)
         t0 = time.perf_counter()
         va = self.evaluate(self.data.val)
+        ve = None if self.ema is None else self.evaluate(self.data.val, self.ema.module)
         lr, dt = tr["lr"], tr["time_s"] + time.perf_counter() - t0  # lr at the epoch's start, as logged before
         c = self.counters
         c["samples_seen"] += tr["samples"]
@@ -282,10 +312,13 @@ class Trainer:
                "train_loss": tr["train_loss"], "train_acc": tr["train_acc"], "val_loss": va["loss"],
                "val_acc": va["acc"], "lr": lr, "epoch_time_s": dt, "samples_seen": c["samples_seen"],
                "train_macs_cum": c["train_macs_cum"]}
+        if ve is not None:  # the EMA's val numbers beside the raw model's; resets: EMA restarts so far
+            row.update(val_loss_ema=ve["loss"], val_acc_ema=ve["acc"], ema_resets=c.get("ema_resets", 0))
         self.record.add_metrics(row)
-        log.info("epoch %d/%d %s arch %s params %s | train loss %.4f acc %.4f | val loss %.4f acc %.4f | "
+        ema = "" if ve is None else f" | ema val loss {ve['loss']:.4f} acc {ve['acc']:.4f}"
+        log.info("epoch %d/%d %s arch %s params %s | train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | "
                  "lr %.2e | %.1fs", epoch, self.epochs, row["phase"], row["arch"], f"{row['params']:,}",
-                 row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], lr, dt)
+                 row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], ema, lr, dt)
         self.epoch, c["last_val_acc"] = epoch, va["acc"]
         self.val_history.append(va["acc"])
         self.call_hook(self.method.on_epoch_end, epoch)
@@ -338,7 +371,8 @@ class Trainer:
             raise TypeError(f"{type(self.method).__name__}.{hook.__name__} returned events: hooks emit them "
                             "with ctx.emit(Event(...)) (docs/adding_a_method.md)")
         self.ctx.settle()
-        changed = self.write_events()
+        events = self.ctx.take_events()
+        changed = self.write_events(events)
         replaced = self.ctx.take_replaced()
         if replaced:
             replace_params(self.optimizer, replaced)
@@ -349,10 +383,22 @@ class Trainer:
         if changed or replaced:
             dist.check_same(self.dist, f"the arch after epoch {self.epoch}", self.model.arch_string())
             self.rewrap()  # DDP broadcasts rank 0's new parameters; compile traces the new graph
+        self._follow_structure(events, bool(replaced))
         return out
 
-    def write_events(self) -> bool:
-        events = self.ctx.take_events()
+    def _follow_structure(self, events, replaced: bool) -> None:
+        """After a hook: an EMA over tensors the model no longer has (growth, a phase switch) would be
+        silently wrong, so it starts again from the model as it is now, counted and logged."""
+        why = None if self.ema is None else self.ema.restart_reason(self.model, events, replaced)
+        if why is None:
+            return
+        self.ema.reset(self.model)
+        self.counters["ema_resets"] = self.counters.get("ema_resets", 0) + 1
+        log.info("ema: restarted from the current model after %s at epoch %d, step %d (arch %s); the EMA "
+                 "averages from here on", why, self.epoch, self.step, self.model.arch_string())
+
+    def write_events(self, events=None) -> bool:
+        events = self.ctx.take_events() if events is None else events
         for event in events:
             row = event.row()
             self.record.add_event(row)

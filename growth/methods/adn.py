@@ -22,7 +22,6 @@ import contextlib
 import logging
 
 import torch
-import torch.nn.functional as F
 
 from growth.engine.event import Event
 from growth.errors import ConfigError
@@ -161,7 +160,7 @@ class ADN(Method):
         net.set_skip(self.super)
         with features() as f_super:
             z_super = model(x)
-        label_loss = F.cross_entropy(z_super, y, label_smoothing=ctx.label_smoothing)
+        label_loss = ctx.label_loss(z_super, y)  # y: labels or mixup's soft targets
         net.set_skip(self.base)
         try:
             with features() as f_base:

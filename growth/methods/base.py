@@ -7,8 +7,6 @@ re-wraps DDP and checkpoints. A phase switch asks for a new model (`ctx.swap_mod
 """
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
 from growth.engine.event import Event  # noqa: F401 (methods import it from here)
 from growth.errors import ConfigError
 
@@ -34,6 +32,9 @@ class Phase:
 
 class Method:
     name = "base"
+    # The loss takes the soft targets mixup/cutmix make (recipe.mixup) through ctx.label_loss. A method
+    # whose loss needs class indices (indexing by y) sets False: such a run stops with a ConfigError.
+    soft_targets = True
 
     def __init__(self, cfg: dict):
         self.cfg = dict(cfg)
@@ -72,7 +73,7 @@ class Method:
     def loss(self, model, x, y, ctx):
         """Returns (loss, logits) for one training batch; `model` is what to call (DDP when distributed)."""
         logits = model(x)
-        return F.cross_entropy(logits, y, label_smoothing=ctx.label_smoothing), logits
+        return ctx.label_loss(logits, y), logits
 
     def on_epoch_end(self, ctx, epoch: int) -> None:
         """Structural changes after an epoch; each one is reported with ctx.emit(Event(...))."""

@@ -1,6 +1,8 @@
 """Knowledge distillation losses shared by the methods that distil (ReduceNet, SWS, ADN)."""
 import torch.nn.functional as F
 
+from growth.losses import label_ce
+
 
 def soft_kl(student, teacher, temperature: float, per_class: bool = False):
     """T^2 * KL(softmax(teacher/T) || softmax(student/T)), summed over classes and divided by the batch.
@@ -15,7 +17,7 @@ def kd_loss(student, teacher, y, alpha: float, temperature: float, per_class: bo
             label_smoothing: float = 0.0):
     """alpha * soft_kl + (1 - alpha) * CE(student, y). alpha 0 is plain CE (the teacher is not read, may
     be None); alpha 1 is the KL term alone."""
-    ce = None if alpha == 1 else F.cross_entropy(student, y, label_smoothing=label_smoothing)
+    ce = None if alpha == 1 else label_ce(student, y, label_smoothing)  # y: labels or soft targets
     if alpha == 0:
         return ce
     kd = soft_kl(student, teacher, temperature, per_class)

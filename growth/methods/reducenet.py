@@ -21,7 +21,6 @@ student still folds.
 import logging
 
 import torch
-import torch.nn.functional as F
 
 from growth.blocks.reducenet import init_lora_from_branch1, lambda_at
 from growth.engine.event import Event
@@ -101,7 +100,7 @@ class ReduceNetMethod(Method):
                 total = self.teacher_epochs * ctx.steps_per_epoch
                 ctx.model.set_lambda(lambda_at((ctx.step + 1) / total))
             logits = model(x)
-            return F.cross_entropy(logits, y, label_smoothing=ctx.label_smoothing), logits
+            return ctx.label_loss(logits, y), logits
         logits = model(x)
         teacher = None
         if self.alpha > 0:

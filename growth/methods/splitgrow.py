@@ -21,7 +21,6 @@ import math
 from itertools import islice
 
 import torch
-import torch.nn.functional as F
 
 from growth.engine.event import Event
 from growth.errors import ConfigError
@@ -106,7 +105,7 @@ class SplitGrow(Method):
     def eigen(self, ctx, neurons: dict, stages: list[int]):
         """{stage: (lambda, v)} over one pass of this step's batches, and the samples of that pass."""
         batches = _Batches(ctx, ORDER + self.steps, self.batches)
-        loss_fn = lambda out, y: F.cross_entropy(out, y, label_smoothing=ctx.label_smoothing)  # training's loss
+        loss_fn = ctx.label_loss  # training's loss (the pass's labels are hard)
         pairs = splitting_eigen_many(ctx.model, [neurons[s].spec() for s in stages], batches, loss_fn,
                                      max_matrix_bytes=MAX_MATRIX_BYTES, all_sum=ctx.all_sum)
         return dict(zip(stages, pairs)), batches.samples
