@@ -256,10 +256,12 @@ def _ema_moved(trainer, before) -> bool:
     return bool(floats) and all(not ema[k].equal(before[k]) and not ema[k].equal(now[k]) for k in floats[:4])
 
 
-def test_resnet50_one_step_at_224_through_the_tv_v2_recipe(tmp_path):
-    """ResNet-50 (timm) under the ADN R50-v2 recipe: TrivialAugment at 176, mixup/cutmix, EMA, RA x4.
-    method=fixed: method=adn on a timm resnet50 is another change; the recipe path is the same."""
-    trainer, seen, before = _one_step(tmp_path, "tv_resnet50_v2", model="timm", **{"model.name": "resnet50"})
+def test_resnet50_adn_one_step_at_224_through_the_tv_v2_recipe(tmp_path):
+    """ResNet-50-ADN (timm's resnet50, method=adn: super- and base-net in the step) under the ADN R50-v2
+    recipe: TrivialAugment at 176, mixup/cutmix, EMA, RA x4."""
+    trainer, seen, before = _one_step(tmp_path, "tv_resnet50_v2", model="timm", method="adn", **{
+        "model.name": "resnet50", "method.epoch_eval": False, "method.eval_configs": "extremes"})
+    assert trainer.model.skippable and trainer.model.num_skip_flags == 4
     assert seen == [((2, 3, 176, 176), (2, 3), torch.float32)]  # train crop 176, soft targets over 3 classes
     assert trainer.step == 1 and trainer.probe.shape[-1] == 224  # eval at the data's 224
     assert _ema_moved(trainer, before)
