@@ -18,7 +18,7 @@ from growth.data.info import data_info
 from growth.data.random_bundle import random_bundle
 from growth.engine import dist
 from growth.engine.env import git_commit, reproducibility, seed_everything, versions
-from growth.engine.job import build_trainer, environment, start
+from growth.engine.job import _positive_int, build_trainer, environment, start
 from growth.engine.lock import RunDirLock
 from growth.engine.record import RunRecord
 from growth.errors import ConfigError
@@ -27,10 +27,7 @@ log = logging.getLogger("growth")
 
 
 def _batch(cfg: dict) -> int:
-    value = cfg["trainer"].get("dry_run_batch", 2)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError("trainer.dry_run_batch", value, "must be a positive integer")
-    return value
+    return _positive_int({"dry_run_batch": 2, **cfg["trainer"]}, "dry_run_batch", "trainer.dry_run_batch")
 
 
 def check_dir(run_dir) -> None:
