@@ -48,7 +48,9 @@ def test_gradmax_keeps_the_function_grows_and_costs_more_than_fixed(tmp_path, ca
     ev = grown(tmp_path / "gm")
     assert len(ev) == 2 and [e["epoch"] for e in ev] == [1, 2]  # not after the last epoch
     for e in ev:
-        assert e["max_abs_output_change"] < 1e-6  # zero fan-in: the function is kept exactly
+        # Zero fan-in keeps the function; a wider matmul sums in another order, so the logits (~10) may
+        # move by an ulp or two (1.9e-6 on the CI machine). A non-zero fan-in moves them by ~0.1.
+        assert e["max_abs_output_change"] < 1e-5
         assert e["params_after"] > e["params_before"] and e["neurons"] >= 1 and e["samples"] == 4 * 64
         assert e["where"] == f"hidden {e['layer']}" and "line_search_samples" not in e
     assert ev[0]["arch_before"] == "2-2" and ev[1]["arch_before"] == ev[0]["arch_after"] == \
