@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks.readme import ENTRIES, RESULTS, TIMING_KEYS, measure
-from growth.engine.env import apply_threads, reproducibility
+from growth.engine.env import apply_threads, device_name, reproducibility
 from growth.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -98,7 +98,42 @@ def _comparable(numbers: dict) -> dict:
     return json.loads(json.dumps({k: v for k, v in numbers.items() if k not in TIMING_KEYS}))
 
 
+# On another CPU model oneDNN picks other conv kernels: the same commit, torch and thread count then sum
+# in another order, and ReduceNet's teacher reaches val 98.89 % on an AMD EPYC against the file's 97.41 % (Intel
+# Xeon). There the sizes must still be exact and every accuracy within ACC_SLACK of the file's.
+SAME_CPU = device_name() == FILE["device_name"]
+ACC_SLACK = 0.03  # digits accuracies are ~0.98; a broken run lands far off (chance is 0.1)
+
+
+def _near(numbers: dict, reference: dict) -> dict:
+    """The keys where NUMBERS differ from REFERENCE by more than another CPU's kernels explain."""
+    bad = {}
+    for key, want in reference.items():
+        got = numbers.get(key)
+        if key.endswith("_acc"):
+            ok = got is not None and abs(got - want) <= ACC_SLACK
+        elif key == "deploy_max_abs_diff":  # last-bit noise of the folding, on any CPU
+            ok = got is not None and got < 1e-4
+        else:
+            ok = got == want
+        if not ok:
+            bad[key] = (got, want)
+    return bad
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n, e in ENTRIES.items() if e["cheap"]])
 def test_a_cheap_command_reproduces_the_files_numbers_exactly(name, tmp_path):
-    assert _comparable(measure(name, tmp_path)["numbers"]) == _comparable(E[name])
+    got, want = _comparable(measure(name, tmp_path)["numbers"]), _comparable(E[name])
+    if SAME_CPU:
+        assert got == want
+    else:
+        assert _near(got, want) == {}, f"on {device_name()}, the file measured on {FILE['device_name']}"
+
+
+def test_another_cpus_numbers_are_held_to_the_sizes_and_near_accuracies():
+    r = _comparable(E["reducenet"])
+    assert _near({**r, "teacher_val_acc": r["teacher_val_acc"] + 0.02}, r) == {}
+    assert set(_near({**r, "teacher_val_acc": 0.1, "student_params": r["student_params"] + 1}, r)) == \
+        {"teacher_val_acc", "student_params"}
+    assert set(_near({**r, "deploy_max_abs_diff": 0.5}, r)) == {"deploy_max_abs_diff"}
