@@ -338,3 +338,27 @@ def test_resume_after_a_row_cut_mid_write_repairs_the_record(full, tmp_path, mon
     metrics.write_text(metrics.read_text() + '{"epoch": 3, "phase": "tr')  # a kill inside append_jsonl
     run_job(tiny_cfg(**GROWING), tmp_path)
     same_result(tmp_path, full)
+
+
+# ---- keys added after a run started (issue 18's recipe, dry-run, paper keys) ---------------------------
+def test_a_run_started_before_new_keys_existed_resumes_under_their_neutral_values(tmp_path):
+    import yaml
+    from growth.engine import config_diff
+    base = {**GROWING, "trainer.epochs": 2}
+    first = run_job(tiny_cfg(**base), tmp_path)
+    path = tmp_path / "config_resolved.yaml"
+    old = yaml.safe_load(path.read_text())
+    for key in ("recipe", "paper"):
+        old.pop(key)
+    old["trainer"].pop("dry_run"), old["optim"].pop("lr_scale_batch")
+    config_diff.write_config(path, old)  # as a run directory written before those keys existed
+    again = run_job(tiny_cfg(**base), tmp_path)
+    assert again["already_completed"] and again["final_val_acc"] == first["final_val_acc"]
+    with pytest.raises(ConfigError, match=r"recipe.mixup: None -> 0.8"):
+        run_job(tiny_cfg(**base, **{"recipe.mixup": 0.8}), tmp_path)
+
+
+def test_the_neutral_recipe_is_conf_recipe_none():
+    import yaml
+    from growth.engine.config_diff import RECIPE_NONE, flatten
+    assert flatten(yaml.safe_load((ROOT / "conf/recipe/none.yaml").read_text())) == RECIPE_NONE

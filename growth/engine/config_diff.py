@@ -19,6 +19,25 @@ RUNTIME_KEYS = (
 )
 POLICIES = ("error", "continue")
 
+# Keys added to the configs after runs were started (issue 18), with the value under which a job computes
+# what it did before the key existed. A run directory whose config lacks such a key resumes when the new
+# config holds that value: an upgrade alone does not stop a requeued sweep. Any other value is a change.
+# The recipe values are conf/recipe/none.yaml's (tests/test_config_diff.py holds them equal).
+RECIPE_NONE = {
+    "name": "none", "transforms": "none", "train_size": None, "scale": [0.08, 1.0], "hflip": 0.5,
+    "color_jitter": None, "auto_augment": None, "interpolation": "bilinear", "re_prob": 0.0, "re_mode": "const",
+    "re_count": 1, "eval_size": None, "eval_crop_pct": None, "mixup": 0.0, "cutmix": 0.0, "cutmix_minmax": None,
+    "mixup_prob": 1.0, "switch_prob": 0.5, "mixup_mode": "batch", "label_smoothing": None, "repeated_aug": None,
+    "ema.enabled": False, "ema.decay": 0.9999, "ema.every": 1, "ema.adjust": False, "ema.warmup": False,
+}
+ADDED_NEUTRAL = {
+    **{f"recipe.{k}": v for k, v in RECIPE_NONE.items()},
+    "paper": None, "trainer.dry_run": False, "trainer.dry_run_batch": 2, "optim.lr_scale_batch": None,
+    "data.num_classes": None, "method.fpn": False, "method.descendant_epochs": None,
+    "model.skippable": False, "model.skip_groups": None,
+}
+_MISSING = object()
+
 
 def _runtime(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RUNTIME_KEYS)
@@ -35,11 +54,19 @@ def flatten(tree, prefix: str = "") -> dict:
     return flat
 
 
+def _same(key: str, a: dict, b: dict) -> bool:
+    old, new = a.get(key, _MISSING), b.get(key)
+    if old is _MISSING and key in ADDED_NEUTRAL:  # a run started before the key existed
+        return new == ADDED_NEUTRAL[key]
+    return (None if old is _MISSING else old) == new
+
+
 def changed_keys(old: dict, new: dict) -> dict:
-    """{key: (old, new)} for every key that differs and is not a runtime key (a missing key is None)."""
+    """{key: (old, new)} for every key that differs and is not a runtime key (a missing key is None, but
+    one of ADDED_NEUTRAL's keys, missing from OLD, is unchanged when NEW holds its neutral value)."""
     a, b = flatten(old), flatten(new)
     keys = list(dict.fromkeys([*a, *b]))
-    return {k: (a.get(k), b.get(k)) for k in keys if not _runtime(k) and a.get(k) != b.get(k)}
+    return {k: (a.get(k), b.get(k)) for k in keys if not _runtime(k) and not _same(k, a, b)}
 
 
 def read_config(path) -> dict | None:
