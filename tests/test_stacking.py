@@ -158,20 +158,20 @@ class StopAfter:
 
 @pytest.mark.parametrize("base,over", [
     (GStack, {"model.arch": "d1h2", "method.factor": 2}),  # fresh: the swapped optimizer and schedule
-    (StackBert, {"model.arch": "d1h2", "method.schedule": "[1,3]"}),  # carry, a second event after resume
+    (StackBert, {"model.arch": "d1h2", "method.schedule": "[1,2]"}),  # carry, a second event after resume
 ])
 def test_resume_after_stacking_equals_an_uninterrupted_run(base, over, tmp_path, monkeypatch):
     stopping = type("Stopping", (StopAfter, base), {})
     monkeypatch.setitem(METHODS, base.name, stopping)
-    four = lambda: cfg("vit", base.name, **{**over, "trainer.epochs": 4})
-    full = run_job(four(), tmp_path / "full")
-    stopping.at = 2
-    assert run_job(four(), tmp_path / "part")["status"] == "interrupted"
+    three = lambda: cfg("vit", base.name, **{**over, "trainer.epochs": 3})
+    full = run_job(three(), tmp_path / "full")
+    stopping.at = 1  # after the first stacking event
+    assert run_job(three(), tmp_path / "part")["status"] == "interrupted"
     stopping.at = None
-    resumed = run_job(four(), tmp_path / "part")
+    resumed = run_job(three(), tmp_path / "part")
     assert resumed["status"] == "completed"
     a, b = RunRecord(tmp_path / "full").metrics(), RunRecord(tmp_path / "part").metrics()
-    assert len(b) == 4 and [(r["val_acc"], r["train_loss"], r["lr"]) for r in a] == \
+    assert len(b) == 3 and [(r["val_acc"], r["train_loss"], r["lr"]) for r in a] == \
         [(r["val_acc"], r["train_loss"], r["lr"]) for r in b]
     for key in ("params", "arch", "test_acc", "train_macs_total", "samples_seen", "growth_events", "trajectory"):
         assert full[key] == resumed[key], key
