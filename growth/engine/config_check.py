@@ -65,7 +65,7 @@ MORE = {
     "method.saliency": {"str"},
     "method.transfer_buffers": {"str"},
     "method.zero_init": {"str"},
-    "method.schedule": {"str"},
+    "method.schedule": {"str", "list"},             # adagrow: fixed | faithful; stackbert: epochs, e.g. [2, 4]
     "method.threshold": {"str"},
     "method.local_neighbour": {"str"},
     "method.min_units": {"str"},

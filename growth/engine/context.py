@@ -24,6 +24,7 @@ Methods get a `RunContext` in every hook instead of the trainer. What it offers 
 | add_train_macs(n, macs)        | extra training compute: n samples on this rank at `macs` each        |
 | all_sum(*tensors)              | each tensor summed in place over the ranks (statistics growth needs) |
 | grow(site, how)                | grow the model at a site (growth/models/growable.py)                 |
+| copied(pairs)                  | (new, source) tensors: the copies take their source's optimizer state|
 | emit(event)                    | record a structural event (growth/engine/event.py)                   |
 | swap_model(model, restart)     | train another model from now on (a phase switch)                     |
 | metrics()                      | the run's metrics rows so far                                        |
@@ -44,6 +45,7 @@ class RunContext:
         self._events: list[Event] = []
         self._pending_samples = 0  # train_batches' samples on this rank, counted when the hook returns
         self._replaced = []  # tensors growth replaced by larger ones: optimizer surgery when the hook returns
+        self._copied = []  # (new, source) tensors: the source's optimizer state is cloned when the hook returns
 
     # ---- the run now ------------------------------------------------------------------------------
     @property
@@ -180,6 +182,15 @@ class RunContext:
 
     def take_replaced(self) -> list:
         out, self._replaced = self._replaced, []
+        return out
+
+    def copied(self, pairs) -> None:
+        """New tensors that copy existing ones (GrowthResult.copied, e.g. stacked layers): each gets a
+        clone of its source's optimizer state when the hook returns, instead of empty state."""
+        self._copied += list(pairs)
+
+    def take_copied(self) -> list:
+        out, self._copied = self._copied, []
         return out
 
     # ---- events and phases ------------------------------------------------------------------------

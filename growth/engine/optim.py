@@ -107,6 +107,26 @@ def replace_params(optimizer: torch.optim.Optimizer, replaced) -> int:
     return len(replaced)
 
 
+def copy_state(optimizer: torch.optim.Optimizer, copied) -> int:
+    """Each (new, source) pair: the new tensor (a copy of the source, already registered by add_params)
+    takes a clone of the source's state, moments and step count, as StackBERT's --double-optimizer
+    duplicates the Adam state of the layers it copies. A source with no state yet leaves the copy with
+    none. Returns how many copies got state; checked before anything changes."""
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    for new, src in copied:
+        if id(new) not in held or id(src) not in held:
+            raise ValueError("copy_state: a copy or its source is not in the optimizer (call add_params first)")
+        if new.shape != src.shape:
+            raise ValueError(f"copy_state: copy {tuple(new.shape)} of a {tuple(src.shape)} tensor")
+    n = 0
+    for new, src in copied:
+        state = optimizer.state.get(src)
+        if state:
+            optimizer.state[new] = {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
+            n += 1
+    return n
+
+
 def chain_replacements(replaced) -> list:
     """A -> B followed by B -> C (the same tensor grown twice) becomes one A -> C, at A's place in the
     list; each dim's index map is C's position of every A entry (B's map, then C's)."""

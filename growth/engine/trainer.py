@@ -16,7 +16,7 @@ from growth.engine.ema import ModelEma, ema_config
 from growth.engine.event import Event
 from growth.engine.env import rng_state, set_rng_state
 from growth.engine.mixup import Mixer, mixup_active
-from growth.engine.optim import add_params, build_optimizer, replace_params, restore_group_order
+from growth.engine.optim import add_params, build_optimizer, copy_state, replace_params, restore_group_order
 from growth.engine.schedule import Schedule
 from growth.errors import ConfigError, Interrupted, TrainingDiverged
 from growth.losses import hard_labels
@@ -378,6 +378,7 @@ class Trainer:
             replace_params(self.optimizer, replaced)
         # New parameters (growth) join their optimizer group; old ones keep their state.
         add_params(self.optimizer, self.model.named_parameters(), self.optim_cfg)
+        copy_state(self.optimizer, self.ctx.take_copied())  # copies (stacked layers) take their source's state
         if self.channels_last:  # new modules arrive in the default layout
             self.model.to(memory_format=torch.channels_last)
         if changed or replaced:

@@ -28,6 +28,8 @@ kept whatever the LayerNorms hold, and the gate's gradient, mean of (layer(x) - 
 so the layer joins training at the next step. `depth_gate=False` gives the ungated layer described above
 (what the original's plain appended layer amounts to). Layers the model was built with have no gate.
 """
+import copy
+
 import torch
 from torch import nn
 
@@ -121,8 +123,15 @@ class Bert(TransformerArch):
                 norm.bias.copy_(feed.bias)
         layer.train(self.training)
         self.layers.insert(position, layer)
-        self.config.num_hidden_layers = self.depth
+        self.after_depth_change()
         return layer
+
+    def after_depth_change(self) -> None:
+        self.config.num_hidden_layers = self.depth
+
+    def copy_block(self, layer):
+        """A deep copy that shares the model's BertConfig (the one the mask builder reads), not its own."""
+        return copy.deepcopy(layer, {id(self.config): self.config})
 
     def init_new(self, module) -> None:
         _init(module)

@@ -56,6 +56,9 @@ class GrowthResult:
     modules: list[nn.Module] = field(default_factory=list)  # new modules (blocks, branches, head groups)
     new: list[nn.Parameter] = field(default_factory=list)  # tensors that did not exist before
     replaced: list[Replaced] = field(default_factory=list)
+    # (new, source) pairs: a new tensor that starts as an exact copy of an existing one (stacking copies
+    # whole layers); a method may ask the engine to give the copy its source's optimizer state
+    copied: list[tuple[nn.Parameter, nn.Parameter]] = field(default_factory=list)
     details: dict = field(default_factory=dict)  # what the family reports (a kernel, a position, widths)
 
     @property

@@ -7,6 +7,7 @@ Sites: depth = one per insert position p in 0..depth (the new layer goes in at i
 p - 1); heads = one site, "one more head group in every layer". No branch or width sites: growing the
 hidden size (embedding width) is out of scope, so those lists are empty.
 """
+import copy
 import re
 
 from torch import nn
@@ -120,6 +121,37 @@ class TransformerArch(SpecModel):
                 initialize(module, how["init"], how.get("meta", 0.2))
         return GrowthResult(site, modules=modules, new=[p for m in modules for p in m.parameters()],
                             details=details)
+
+    def stack_layers(self, factor: int) -> GrowthResult:
+        """Depth-wise stacking (G_stack's G_direct, StackBERT's doubling): the layer list becomes `factor`
+        runs of itself, so new layer i*L + j is a deep copy of layer j (weights, head groups, gates). The
+        first run is the old layers themselves (same tensors, so they keep their optimizer state); the
+        copies are new tensors, listed in `copied` with their source. Embeddings and head are untouched.
+        Not function-preserving: the deeper model computes another function."""
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+            raise ValueError(f"stack_layers: factor {factor!r}, needs an integer >= 2")
+        old = list(self.blocks)
+        copies, pairs = [], []
+        for _ in range(factor - 1):
+            for block in old:
+                new = self.copy_block(block)
+                for p in new.parameters():
+                    p.grad = None  # a copy starts without the source's last gradient
+                copies.append(new)
+                pairs += list(zip(new.parameters(), block.parameters()))
+        for new in copies:
+            self.blocks.append(new)
+        self.after_depth_change()
+        return GrowthResult(Site("depth", "stack", "all layers"), modules=copies,
+                            new=[p for m in copies for p in m.parameters()], copied=pairs,
+                            details={"factor": factor, "depth_before": len(old), "depth_after": self.depth,
+                                     "sources": [j for _ in range(factor - 1) for j in range(len(old))]})
+
+    def copy_block(self, block) -> nn.Module:
+        return copy.deepcopy(block)
+
+    def after_depth_change(self) -> None:
+        """A family that keeps the depth elsewhere too (BERT's config) updates it here."""
 
     @staticmethod
     def parse_max_arch(text) -> dict:
