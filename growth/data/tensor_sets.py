@@ -5,8 +5,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from growth.data.bundle import DataBundle
 from growth.data.loaders import TensorLoader
@@ -23,6 +21,7 @@ def _fractions(cfg) -> tuple[float, float]:
 
 def _split(x, y, cfg, seed):
     """Stratified train/val/test split, seeded by data.split_seed (not the run seed: splits stay fixed)."""
+    from sklearn.model_selection import train_test_split  # here: scikit-learn takes seconds to import
     val, test = _fractions(cfg)
     try:
         x_tr, x_rest, y_tr, y_rest = train_test_split(x, y, test_size=val + test, stratify=y, random_state=seed)
@@ -69,6 +68,7 @@ def _bundle(splits, cfg, loader_args, name, num_classes, resize):
 
 def build_digits(cfg: dict, loader_args: dict) -> DataBundle:
     """scikit-learn's 1,797 8x8 digits, shipped with the package: nothing to download."""
+    from sklearn.datasets import load_digits  # here: a job that stops at a config check never pays it
     d = load_digits()
     x = (d.images.astype(np.float32) / 16.0)[:, None]
     splits = _split(x, d.target, cfg, int(cfg.get("split_seed", 0)))

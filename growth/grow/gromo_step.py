@@ -68,8 +68,6 @@ implementation of the statistics on RepUnits; ViT/BERT heads are not covered by 
 import warnings
 
 import torch
-from gromo.utils.training_utils import compute_statistics
-from gromo.utils.utils import line_search
 from torch import nn
 
 from growth.errors import ConfigError
@@ -158,6 +156,7 @@ def _line_search(net, batches, loss_fn, device) -> tuple[float, float, int]:
             n += x.shape[0]
         return total / n
 
+    from gromo.utils.utils import line_search  # here: gromo.utils pulls torchmetrics (seconds per process)
     factor, best = line_search(mean_loss)
     return float(factor), float(best), evals
 
@@ -203,6 +202,7 @@ def grow_step(model, batches, options: dict | None = None) -> tuple[GrowthResult
                 net.set_growing_layers(index=choice)
             elif choice != "best":  # those layers only (e.g. the ones not at their largest width yet)
                 net._growing_layers = [net._growable_layers[j] for j in choice]
+            from gromo.utils.training_utils import compute_statistics  # here: see _line_search
             loss, _ = compute_statistics(net, data, opts["loss"], device=device)
             net.compute_optimal_updates(maximum_added_neurons=opts["neurons"], compute_delta=opts["delta"],
                                         **METHODS[how])
