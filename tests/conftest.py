@@ -64,3 +64,14 @@ def nontrivial_bn(model, gen: torch.Generator):
     for _ in range(2):  # running statistics that are not (0, 1)
         model(torch.randn(8, 1, 8, 8, generator=gen) * 2 + 0.5)
     return model.eval()
+
+
+class StopAfter:
+    """A method mixin for resume tests: ask the run to stop after epoch `at` (a signal, as SLURM sends),
+    after the method's own hook. Use as type("Stopping", (StopAfter, MethodClass), {})."""
+    at = None
+
+    def on_epoch_end(self, ctx, epoch):
+        super().on_epoch_end(ctx, epoch)
+        if epoch == self.at:
+            ctx._trainer.stop_requested = "test stop"

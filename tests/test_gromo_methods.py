@@ -15,6 +15,7 @@ from growth.methods.gromo import GradMax, Tiny
 from growth.models import build_model
 from run import print_report
 from growth.engine.record import RunRecord
+from tests.conftest import StopAfter
 
 RUN = {"model": "gromo_mlp", "model.arch": "2-2", "trainer.epochs": 3, "grow.interval": 1,
        "trainer.batch_size": 64, "trainer.device": "cpu", "trainer.progress": "false"}
@@ -73,16 +74,6 @@ def test_tiny_logs_a_finite_improvement_and_counts_its_line_search(tmp_path):
         assert e["line_search_samples"] >= 101 * e["samples"] and e["line_search_macs"] > 0
     # without counting the line search's forward passes the total would be a few times fixed's
     assert s["train_macs_total"] > fixed["train_macs_total"] + sum(e["line_search_macs"] for e in ev)
-
-
-class StopAfter:
-    """Ask the run to stop after epoch `at` (a signal, as SLURM sends), after the method's own hook."""
-    at = None
-
-    def on_epoch_end(self, ctx, epoch):
-        super().on_epoch_end(ctx, epoch)
-        if epoch == self.at:
-            ctx._trainer.stop_requested = "test stop"
 
 
 @pytest.mark.parametrize("base", [Tiny, GradMax])

@@ -12,6 +12,7 @@ from growth.engine.record import RunRecord
 from growth.errors import ConfigError
 from growth.methods import METHODS
 from growth.methods.stacking import GStack, StackBert
+from tests.conftest import StopAfter
 
 BASE = {"trainer.batch_size": 64, "trainer.device": "cpu", "trainer.progress": "false"}
 MODEL = {"vit": {"model": "vit", "model.head_dim": 8},
@@ -144,16 +145,6 @@ def test_gstack_in_steps_grows_at_the_first_epoch_end_that_reaches_it(tmp_path):
     assert ev[0]["step"] >= steps and ev[0]["arch_before"] == "d1h2" and ev[0]["arch_after"] == "d2h2"
     assert ev[0]["max_abs_output_change"] > 0 and ev[0]["sources"] == [0] and ev[0]["factor"] == 2
     assert [r["arch"] for r in RunRecord(tmp_path).metrics()] == ["d1h2", "d1h2", "d2h2"]
-
-
-class StopAfter:
-    """Ask the run to stop after epoch `at` (as a signal does), after the method's own hook."""
-    at = None
-
-    def on_epoch_end(self, ctx, epoch):
-        super().on_epoch_end(ctx, epoch)
-        if epoch == self.at:
-            ctx._trainer.stop_requested = "test stop"
 
 
 @pytest.mark.parametrize("base,over", [
