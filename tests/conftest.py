@@ -75,3 +75,14 @@ class StopAfter:
         super().on_epoch_end(ctx, epoch)
         if epoch == self.at:
             ctx._trainer.stop_requested = "test stop"
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tiny jobs and 224 px steps: on the shared 2-core machine a second thread only
+    waits (each small op then waits a time slice; a 1 s 224 px step took 15 s). Use it per file with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

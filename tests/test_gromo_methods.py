@@ -21,13 +21,7 @@ RUN = {"model": "gromo_mlp", "model.arch": "2-2", "trainer.epochs": 3, "grow.int
        "trainer.batch_size": 64, "trainer.device": "cpu", "trainer.progress": "false"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny jobs: a second thread only waits (on a busy machine each small op then waits a time slice)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def cfg(method, **over) -> dict:

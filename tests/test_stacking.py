@@ -20,12 +20,7 @@ MODEL = {"vit": {"model": "vit", "model.head_dim": 8},
          "resnet_basic": {"model.widths": "[8,12,16]", "model.arch": "1-1-1"}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def cfg(family, method, **over) -> dict:

@@ -25,14 +25,7 @@ SMALL_BLOCK, BASE_BLOCK = 1_774_464, 7_087_872
 GENE_S = 5 * SMALL_BLOCK + 295_296 + 75_264
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread here: at 224 px two threads on the shared 2-core machine wait on each other
-    (a 1 s step took 15 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def experiment(name: str, **over) -> dict:
