@@ -10,7 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # Tiny, fast model settings for CLI tests (digits is 8x8: three stages at 8, 4, 2 px).
 TINY = ["model.arch=1-1-1", "model.widths=[8,12,16]", "trainer.batch_size=64"]
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# `make test` runs the suite in pytest-xdist workers (one per core): each worker and every process it starts
+# then gets one core's share of threads, so workers do not fight over cores (a waiting thread costs a time
+# slice per small op on this 2-core machine).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(THREADS)
 
 
 def run_cli(args, script="run.py", timeout=600, env=None):

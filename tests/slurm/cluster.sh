@@ -75,7 +75,7 @@ stop() {
 start() {
     local host cpus mem
     host=$(hostname -s)
-    cpus=$(nproc)
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys OMP_NUM_THREADS (set in xdist workers)
     mem=$(( $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) - 1024 ))
     [ "$mem" -ge 1024 ] || mem=1024
     mkdir -p "$ROOT"/{etc,run,log,spool/ctld,spool/d,munge}

@@ -24,11 +24,16 @@ PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """Every test under tests/slurm gets the `slurm` marker (`-m "not slurm"` deselects them)."""
+    """Every test under tests/slurm gets the `slurm` marker (`-m "not slurm"` deselects them), and all of
+    them one xdist group: under `pytest -n N --dist loadgroup` they run in one worker, which starts the
+    one test cluster they share. (pytest 9.2 breaks loadgroup, pytest-xdist issue #1386: the tests are
+    then spread over the workers, and each worker starts its own cluster; see slurm_cluster.)"""
     for item in items:
         if HERE == Path(item.path).resolve().parent or HERE in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.slurm)
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 def _path_with_sbin(path: str) -> str:
@@ -188,8 +193,11 @@ def slurm_cluster(tmp_path_factory):
     _ensure_installed(base_path)
 
     root = tmp_path_factory.mktemp("slurm")
-    ctld_port = _port(16817)
-    slurmd_port = _port(16818, avoid={ctld_port})
+    # Each xdist worker (gw0, gw1, ...) that runs SLURM tests starts its own cluster, on its own ports:
+    # two checking the same free port at once would both take it.
+    offset = 10 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    ctld_port = _port(16817 + offset)
+    slurmd_port = _port(16818 + offset, avoid={ctld_port})
     saved = {k: os.environ.get(k) for k in ("SLURM_CONF", "PATH")}
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{base_path}",
            "SLURM_CONF": str(root / "etc" / "slurm.conf")}
