@@ -211,3 +211,17 @@ def test_bad_settings_name_the_key(over, schedule, key, tmp_path):
     with pytest.raises(ConfigError) as e:
         prepare(c, tmp_path)
     assert e.value.key == key
+
+
+def test_a_bert_run_grows_all_four_dimensions_and_keeps_the_function_each_time(tmp_path):
+    c = compose(**{**BASE, "model": "bert", "data": "synthetic_text", "trainer.epochs": 5, "method.ramp_steps": 2})
+    c["method"]["schedule"] = [{"at": 1, "grow": "hidden", "n": 4}, {"at": 2, "grow": "ffn", "n": 8},
+                               {"at": 3, "grow": "heads", "n": 1}, {"at": 4, "grow": "depth", "n": 2}]
+    s = run_job(c, tmp_path)
+    assert s["status"] == "completed" and s["arch"] == "d3h3" and s["growth_events"] == 4
+    ev = events(tmp_path)
+    assert [(e["kind"], e["size_before"], e["size_after"]) for e in ev] == [
+        ("grow_width", 16, 20), ("grow_width", [64], [72]), ("grow_heads", 2, 3), ("grow_depth", 1, 3)]
+    assert all(e["function_preserving"] and e["max_abs_output_change"] < 1e-5 for e in ev)
+    spec = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["arch_spec"]["kwargs"]
+    assert "masks" not in spec and spec["embed_dim"] == 20 and spec["layer_ffn"] == [72, 80, 80]

@@ -61,11 +61,12 @@ class MaskedLayerNorm(nn.LayerNorm):
         self.train(norm.training)
 
     def forward(self, x):
-        w = self.masked.vector(x.shape[-1], x)
+        h = x.float()  # statistics in float32, as F.layer_norm computes them under autocast
+        w = self.masked.vector(h.shape[-1], h)
         total = w.sum()
-        mean = (x * w).sum(-1, keepdim=True) / total
-        var = ((x - mean).square() * w).sum(-1, keepdim=True) / total
-        return ((x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias) * w
+        mean = (h * w).sum(-1, keepdim=True) / total
+        var = ((h - mean).square() * w).sum(-1, keepdim=True) / total
+        return (((h - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias) * w).to(x.dtype)
 
     def plain(self) -> nn.LayerNorm:
         """The fold-away: a plain LayerNorm holding the same parameters (at m = 1 the same function)."""
