@@ -24,7 +24,7 @@ from growth.errors import ConfigError
 from growth.grow.init import initialize
 from growth.models.base import SpecModel
 from growth.models.growable import GrowthResult, Site
-from growth.models.transformer_masks import Masked, MaskedLayerNorm, Ramp, RampedAct
+from growth.models.transformer_masks import Masked, MaskMixin, RampedAct
 
 _ARCH = re.compile(r"^d(\d+)h(\d+)$")
 
@@ -63,7 +63,7 @@ def vit_init(module) -> None:
     init_linear_and_norm(module, lambda w: nn.init.trunc_normal_(w, std=0.02))
 
 
-class TransformerArch(SpecModel):
+class TransformerArch(MaskMixin, SpecModel):
     grown_keys = ("depth", "heads", "layer_heads", "embed_dim", "layer_ffn", "masks")
 
     @property
@@ -179,7 +179,7 @@ class TransformerArch(SpecModel):
             raise ValueError(f"grow: n={n!r}, needs an integer >= 1")
         return n
 
-    # ---- widths (the family gives grow_hidden, grow_ffn, ffn_act and attach_hidden) ----------------
+    # ---- widths (the family gives grow_hidden, grow_ffn, ffn_width, ffn_act and attach_hidden) ---------
     def ffn_width(self, block) -> int:
         raise NotImplementedError
 
@@ -187,77 +187,6 @@ class TransformerArch(SpecModel):
         """Per layer FFN width, or None when every layer has the default int(hidden * mlp_ratio)."""
         widths = [self.ffn_width(b) for b in self.blocks]
         return None if all(w == int(self.hidden_size * self.mlp_ratio) for w in widths) else widths
-
-    def ffn_act(self, block) -> tuple[nn.Module, str]:
-        """The module holding a layer's FFN activation, and its attribute name."""
-        raise NotImplementedError
-
-    def act_of(self, block):
-        parent, name = self.ffn_act(block)
-        return getattr(parent, name)
-
-    def attach_ffn(self, block, masked: Masked) -> None:
-        parent, name = self.ffn_act(block)
-        setattr(parent, name, RampedAct(getattr(parent, name), masked))
-
-    # ---- MSG masks (growth/models/transformer_masks.py) -------------------------------------------
-    def new_ramp(self) -> Ramp:
-        k = 0
-        while f"m{k}" in self.ramps:
-            k += 1
-        return Ramp(f"m{k}")
-
-    def set_mask(self, name: str, value: float) -> None:
-        """Set ramp `name`'s mask value (0 = the old function, 1 = the grown one)."""
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"set_mask: value {value!r} outside [0, 1]")
-        self.ramps[name].value = float(value)
-
-    def fold_mask(self, name: str) -> None:
-        """Remove ramp `name` (its value becomes 1): masked LayerNorms back to plain ones holding the same
-        parameters, RampedAct back to the activation, head groups' and layers' ramps None."""
-        ramp = self.ramps.pop(name)
-        ramp.value = 1.0
-        for parent in list(self.modules()):
-            for child_name, child in list(parent.named_children()):
-                if isinstance(child, MaskedLayerNorm) and child.masked.ramp is ramp:
-                    setattr(parent, child_name, child.plain())
-                elif isinstance(child, RampedAct) and child.masked.ramp is ramp:
-                    setattr(parent, child_name, child.act)
-            if getattr(parent, "ramp", None) is ramp:
-                parent.ramp = None
-            if getattr(parent, "stream", None) is not None and parent.stream.ramp is ramp:
-                parent.stream = None
-
-    def hidden_masked(self) -> Masked | None:
-        return next((m.masked for m in self.modules() if isinstance(m, MaskedLayerNorm)), None)
-
-    def masks_spec(self) -> dict | None:
-        """What the ramps mask and their values, for the arch spec (None without ramps)."""
-        if not self.ramps:
-            return None
-        hidden = self.hidden_masked()
-        ffn = [self.act_of(b) for b in self.blocks]
-        return {"values": {k: r.value for k, r in self.ramps.items()},
-                "hidden": None if hidden is None else [hidden.ramp.name, hidden.old],
-                "ffn": [[a.masked.ramp.name, a.masked.old] if isinstance(a, RampedAct) else None for a in ffn],
-                "heads": [[g.ramp.name if g.ramp else None for g in b.attn.groups] for b in self.blocks],
-                "depth": [b.ramp.name if b.ramp else None for b in self.blocks]}
-
-    def apply_masks(self, spec: dict | None) -> None:
-        """Rebuild the ramps a spec's `masks` names (the constructor's last step)."""
-        self.ramps = {}
-        if not spec:
-            return
-        self.ramps = {k: Ramp(k, v) for k, v in spec["values"].items()}
-        if spec["hidden"]:
-            self.attach_hidden(Masked(self.ramps[spec["hidden"][0]], spec["hidden"][1]))
-        for block, ffn, heads, depth in zip(self.blocks, spec["ffn"], spec["heads"], spec["depth"]):
-            if ffn:
-                self.attach_ffn(block, Masked(self.ramps[ffn[0]], ffn[1]))
-            for g, h in zip(block.attn.groups, heads):
-                g.ramp = self.ramps[h] if h else None
-            block.ramp = self.ramps[depth] if depth else None
 
     def stack_layers(self, factor: int) -> GrowthResult:
         """Depth-wise stacking (G_stack's G_direct, StackBERT's doubling): the layer list becomes `factor`
