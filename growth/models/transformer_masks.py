@@ -12,8 +12,8 @@ whatever the new weights hold:
   whose output's new dims are x m; in pre-norm ViT the writers of the residual stream (embedding,
   attention and MLP branches) have their new dims x m too (`Masked.scale`). Readers of the stream get new
   input columns, which multiply zeros at m = 0.
-When a ramp reaches 1 the model folds it away (`MaskMixin.fold_mask`, which TransformerArch has): the masked modules go back
-to the plain ones holding the same parameters, so the optimizer keeps everything.
+When a ramp reaches 1 the model folds it away (`MaskMixin.fold_mask`, part of TransformerArch): the
+masked modules go back to the plain ones holding the same parameters, so the optimizer keeps everything.
 
 Without a ramp in progress nothing here is on the forward path: the models run today's code.
 """
