@@ -225,3 +225,12 @@ def test_a_bert_run_grows_all_four_dimensions_and_keeps_the_function_each_time(t
     assert all(e["function_preserving"] and e["max_abs_output_change"] < 1e-5 for e in ev)
     spec = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["arch_spec"]["kwargs"]
     assert "masks" not in spec and spec["embed_dim"] == 20 and spec["layer_ffn"] == [72, 80, 80]
+
+
+def test_grow_unit_steps_grows_at_the_first_epoch_end_that_reaches_it(tmp_path):
+    c = compose(**{**BASE, "trainer.epochs": 3, "method.ramp_steps": 2, "method.grow_unit": "steps"})
+    c["method"]["schedule"] = [{"at": 5, "grow": "ffn", "n": 8}]  # 4 steps per epoch: the end of epoch 2
+    s = run_job(c, tmp_path)
+    (ev,) = events(tmp_path)
+    assert s["status"] == "completed" and ev["epoch"] == 2 and ev["step"] == 8 and ev["size_after"] == [72]
+    assert s["trajectory"][-1] == {"folded": "m0", "step": 9}
