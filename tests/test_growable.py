@@ -17,7 +17,7 @@ import torch
 from growth.blocks import RepUnit
 from growth.grow.init import initialize
 from growth.models import create_model, growable_families, model_from_spec
-from growth.models.growable import Growable, GrowthResult, Site, sites
+from growth.models.growable import SITE_KINDS, Growable, GrowthResult, Site, sites
 from tests.conftest import max_diff, nontrivial_bn, out
 
 CONV = ["resnet_basic", "resnet_bottleneck", "vgg", "mobilenet"]
@@ -77,7 +77,7 @@ def test_every_growable_family_is_covered_here():
 def test_is_growable_and_sites_match_the_arch(family):
     m = make(family)
     assert isinstance(m, Growable)
-    for kind in ("depth", "branch", "width", "heads"):
+    for kind in SITE_KINDS:
         listed = sites(m, kind)
         assert all(isinstance(s, Site) and s.kind == kind for s in listed)
         assert len({s.index for s in listed}) == len(listed)  # no site twice
@@ -88,9 +88,12 @@ def test_is_growable_and_sites_match_the_arch(family):
         assert [s.index for s in m.branch_sites()] == unit_names and len(unit_names) > 3
         assert m.head_sites() == []
     else:
-        # one site per insert position 0..depth; one heads site (all layers); no hidden-size growth
+        # one site per insert position 0..depth; one heads site (all layers); one hidden-size site;
+        # FFN width in every layer or in one
         assert [(s.index, s.where) for s in m.depth_sites()] == [(0, "layer 0"), (1, "layer 1"), (2, "layer 2")]
         assert m.head_sites() == [Site("heads", "all", "all layers")]
+        assert m.hidden_sites() == [Site("hidden", "all", "hidden size")]
+        assert [s.index for s in m.ffn_sites()] == ["all", 0, 1]
         assert m.branch_sites() == [] and m.width_sites() == []
 
 

@@ -1,7 +1,7 @@
 """A growable BERT classifier: transformers' `BertModel` (built from a `BertConfig`, never downloaded),
 grown in depth (a new layer) and heads (new attention heads in every layer). Arch strings as ViT's:
 `d{depth}h{heads}`, e.g. `d2h6` (the original's default). Hidden size = head_dim * heads of the starting
-arch (64 per head by default, as the original) and stays fixed; the MLP is `mlp_ratio` (4) x hidden.
+arch (64 per head by default, as the original) unless `grow_hidden` widens it; the MLP is `mlp_ratio` (4) x hidden.
 Input: token ids (B, L); the attention mask comes from the pad id. The classifier reads the mean of the
 non-pad token states (like our ViT's mean pooling; no pooler, no [CLS] readout).
 
@@ -9,6 +9,13 @@ Head growth adds head groups whose output projection starts at zero: exactly fun
 old tensors keep their optimizer state (growth/models/bert_layers.py says how BertSelfAttention is
 replaced for that). `deploy()` returns the same function in plain torch, each layer's head groups merged
 (growth/models/transformer_deploy.py).
+
+Hidden size (`grow_hidden`, every tensor with the hidden dim; BertConfig.hidden_size follows) and FFN
+width (`grow_ffn`, per layer: `layer_ffn` in the spec; BertConfig.intermediate_size is what a new layer
+gets, int(hidden * mlp_ratio)) grow by replacing tensors with larger ones. Under an MSG hidden-size mask
+(growth/models/transformer_masks.py) every LayerNorm is a MaskedLayerNorm: post-norm, each writer of the
+residual stream ends in one, so its masked output is all the stream sees. MSG's depth mask is a fixed
+ramp, so a layer grown under it has no learnable gate.
 
 Depth growth CANNOT be exactly function-preserving: BERT is post-LayerNorm. With both residual branches
 ending at zero, a new layer computes LN2(LN1(x)) rather than x. Every x it receives left an earlier
@@ -36,6 +43,7 @@ from torch import nn
 from growth.errors import ConfigError
 from growth.models import register
 from growth.models.transformer import TransformerArch, init_linear_and_norm, parse_vit_arch
+from growth.models.transformer_masks import MaskedLayerNorm, Widener
 
 
 def _init(module):
@@ -48,7 +56,8 @@ class Bert(TransformerArch):
     grown_keys = TransformerArch.grown_keys + ("gated",)
 
     def __init__(self, depth=2, heads=6, embed_dim=None, head_dim=64, vocab_size=30522, max_len=128, pad_id=0,
-                 num_classes=2, mlp_ratio=4.0, dropout=0.1, layer_heads=None, depth_gate=True, gated=None):
+                 num_classes=2, mlp_ratio=4.0, dropout=0.1, layer_heads=None, depth_gate=True, gated=None,
+                 layer_ffn=None, masks=None):
         super().__init__()
         self.hidden = int(embed_dim or head_dim * heads)
         self.head_dim, self.vocab_size, self.max_len, self.pad_id = head_dim, vocab_size, max_len, pad_id
@@ -67,8 +76,9 @@ class Bert(TransformerArch):
         self.config = self.bert.config  # the one its mask builder reads; our attention reads the same
         # layer_heads: per layer, the head count of each head group (grown models differ from `heads`)
         layer_heads = layer_heads or [[heads]] * depth
-        for groups, gate in zip(layer_heads, gated or [False] * len(layer_heads)):
-            layer = self._layer(groups[0], gate)
+        layer_ffn = layer_ffn or [None] * len(layer_heads)  # per layer FFN width (None: mlp_ratio x hidden)
+        for groups, gate, ffn in zip(layer_heads, gated or [False] * len(layer_heads), layer_ffn):
+            layer = self._layer(groups[0], gate, ffn)
             for n in groups[1:]:
                 layer.attn.add_heads(n)
             self.layers.append(layer)
@@ -76,10 +86,20 @@ class Bert(TransformerArch):
         self.head = nn.Linear(self.hidden, num_classes)
         _init(self.layers)
         _init(self.head)
+        self.apply_masks(masks)
 
-    def _layer(self, heads, gated=False):
+    def _layer(self, heads, gated=False, ffn=None):
         from growth.models.bert_layers import GrowableBertLayer
-        return GrowableBertLayer(self.config, heads, self.head_dim, gated)
+        default = self.config.intermediate_size
+        self.config.intermediate_size = int(ffn or default)  # BertLayer reads its width from the config
+        try:
+            return GrowableBertLayer(self.config, heads, self.head_dim, gated)
+        finally:
+            self.config.intermediate_size = default
+
+    @property
+    def hidden_size(self) -> int:
+        return self.hidden
 
     # ---- arch -----------------------------------------------------------------------------------
     @property
@@ -93,7 +113,9 @@ class Bert(TransformerArch):
                 "vocab_size": self.vocab_size, "max_len": self.max_len, "pad_id": self.pad_id,
                 "num_classes": self.num_classes, "mlp_ratio": self.mlp_ratio, "dropout": self.dropout,
                 "layer_heads": [[g.heads for g in layer.attn.groups] for layer in self.layers],
-                "depth_gate": self.depth_gate, "gated": [layer.gate is not None for layer in self.layers]}
+                "depth_gate": self.depth_gate, "gated": [layer.gate is not None for layer in self.layers],
+                **({"layer_ffn": self.layer_ffn()} if self.layer_ffn() else {}),
+                **({"masks": self.masks_spec()} if self.ramps else {})}
 
     @classmethod
     def from_config(cls, cfg: dict, data: dict) -> "Bert":
@@ -109,12 +131,13 @@ class Bert(TransformerArch):
         return [layer.attention.output.LayerNorm.weight.detach().abs().mean().item() for layer in self.layers]
 
     # ---- growth API -------------------------------------------------------------------------------
-    def grow_depth(self, stage: int = 0, position: int | None = None):
+    def grow_depth(self, stage: int = 0, position: int | None = None, gated: bool | None = None):
         """Insert a fresh layer at `position` (default: at the end): gated at 0 with `depth_gate` (exactly
-        function-preserving), else with LayerNorms copied from the one feeding it (module docstring)."""
+        function-preserving), else with LayerNorms copied from the one feeding it (module docstring).
+        `gated` overrides depth_gate (an MSG depth mask makes its own ramp)."""
         position = self.depth if position is None else position
         ref = self.head.weight
-        layer = self._layer(self.heads, self.depth_gate).to(ref.device, ref.dtype)
+        layer = self._layer(self.heads, self.depth_gate if gated is None else gated).to(ref.device, ref.dtype)
         _init(layer)
         feed = self.layers[position - 1].output.LayerNorm if position else self.bert.embeddings.LayerNorm
         with torch.no_grad():
@@ -136,6 +159,60 @@ class Bert(TransformerArch):
     def init_new(self, module) -> None:
         _init(module)
 
+    def grow_hidden(self, n: int) -> list:
+        """hidden += n: every tensor with the hidden dim is replaced by a larger one (old entries first, new
+        ones normal 0.02 / bias 0 / LayerNorm 1, 0; the pad token's new dims 0). The config follows."""
+        d, zero = self.hidden + n, nn.init.zeros_
+        w = Widener(self, lambda t: nn.init.normal_(t, std=0.02))
+        emb = self.bert.embeddings
+        for table in (emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings):
+            w.param(table, "weight", {1: d})
+            table.embedding_dim = d
+        if emb.word_embeddings.padding_idx is not None:
+            with torch.no_grad():
+                emb.word_embeddings.weight[emb.word_embeddings.padding_idx, self.hidden:] = 0
+        w.norm(emb.LayerNorm, d)
+        for layer in self.layers:
+            attn = layer.attn
+            for g in attn.groups:
+                for lin in (g.query, g.key, g.value):
+                    w.linear(lin, n_in=d)
+                w.linear(g.proj, n_out=d)
+            w.param(attn, "proj_bias", {0: d}, zero)
+            attn.hidden = d
+            w.norm(layer.attention.output.LayerNorm, d)
+            w.linear(layer.intermediate.dense, n_in=d)
+            w.linear(layer.output.dense, n_out=d)
+            w.norm(layer.output.LayerNorm, d)
+        w.linear(self.head, n_in=d)
+        self.hidden = d
+        self.config.hidden_size, self.config.intermediate_size = d, int(d * self.mlp_ratio)
+        if d % self.config.num_attention_heads:  # only BertLayer's discarded self-attention reads it
+            self.config.num_attention_heads = 1
+        return w.replaced
+
+    def grow_ffn(self, layer, n: int) -> list:
+        """n more intermediate units in `layer` (intermediate rows, output columns): Replaced entries."""
+        w = Widener(self, lambda t: nn.init.normal_(t, std=0.02))
+        width = layer.intermediate.dense.out_features + n
+        w.linear(layer.intermediate.dense, n_out=width)
+        w.linear(layer.output.dense, n_in=width)
+        return w.replaced
+
+    def ffn_width(self, layer) -> int:
+        return layer.intermediate.dense.out_features
+
+    def ffn_act(self, layer):
+        return layer.intermediate, "intermediate_act_fn"
+
+    def attach_hidden(self, masked) -> None:
+        """MSG's hidden-size mask: every LayerNorm (embeddings' and both of each layer's) masked."""
+        emb = self.bert.embeddings
+        emb.LayerNorm = MaskedLayerNorm(emb.LayerNorm, masked)
+        for layer in self.layers:
+            for holder in (layer.attention.output, layer.output):
+                holder.LayerNorm = MaskedLayerNorm(holder.LayerNorm, masked)
+
     def forward(self, ids):
         keep = ids != self.pad_id
         h = self.bert(input_ids=ids, attention_mask=keep.long()).last_hidden_state
@@ -144,5 +221,7 @@ class Bert(TransformerArch):
 
     def deploy(self) -> nn.Module:
         """Plain torch, same function: head groups merged, gates folded (growth/models/transformer_deploy.py)."""
+        if self.ramps:  # mid-ramp (MSG): the masks have no plain-torch form; the same function, a copy
+            return copy.deepcopy(self).eval()
         from growth.models.transformer_deploy import DeployedBert
         return DeployedBert(self).eval()

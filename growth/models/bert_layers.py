@@ -16,6 +16,7 @@ from transformers.models.bert.modeling_bert import ALL_ATTENTION_FUNCTIONS, Bert
 
 class HeadGroup(nn.Module):
     """`heads` attention heads: their query, key, value and their slice of the output projection."""
+    ramp = None  # an MSG mask on this group's output while it ramps in (growth/models/transformer_masks.py)
 
     def __init__(self, hidden, heads, head_dim):
         super().__init__()
@@ -64,7 +65,8 @@ class GrowableSelfAttention(nn.Module):
         out, weights = attend(self, q, k, v, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs)
         y, start = self.proj_bias, 0  # out: (b, n, heads, d)
         for g in self.groups:
-            y = y + g.proj(out[:, :, start:start + g.heads].reshape(b, n, -1))
+            part = g.proj(out[:, :, start:start + g.heads].reshape(b, n, -1))
+            y = y + (part if g.ramp is None else part * g.ramp.value)
             start += g.heads
         return y, weights
 
@@ -80,6 +82,7 @@ class GrowableSelfAttention(nn.Module):
 
 class GrowableBertLayer(BertLayer):
     """transformers' BertLayer with our self-attention; `attn` and `zero_init_last` as ViT's Block."""
+    ramp = None  # MSG's depth mask, a fixed schedule (unlike the learnable gate): x + m * (layer(x) - x)
 
     def __init__(self, config, heads, head_dim, gated=False):
         super().__init__(config)
@@ -90,9 +93,11 @@ class GrowableBertLayer(BertLayer):
 
     def forward(self, hidden_states, *args, **kwargs):
         out = super().forward(hidden_states, *args, **kwargs)
-        if self.gate is None:
-            return out
-        return hidden_states + self.gate * (out - hidden_states)
+        if self.gate is not None:
+            out = hidden_states + self.gate * (out - hidden_states)
+        if self.ramp is not None:
+            out = hidden_states + self.ramp.value * (out - hidden_states)
+        return out
 
     @property
     def attn(self) -> GrowableSelfAttention:

@@ -15,6 +15,9 @@ Site kinds (a family lists only those it has; an empty list means "cannot grow t
 | branch   | a new kernel branch in one RepUnit (AdaGrow width) | conv nets (RepUnit)               |
 | width    | more channels / neurons in one stage               | conv nets (Net2Net, SplitGrow...) |
 | heads    | one more attention head in every layer             | ViT, BERT                         |
+| hidden   | a wider embedding (every tensor with the hidden    | ViT, BERT                         |
+|          | dim is replaced by a larger one)                   |                                   |
+| ffn      | more MLP units in one layer, or in every layer     | ViT, BERT                         |
 
 `how` is a dict; each kind reads its own keys (documented on the family's `grow`). A `GrowthResult`
 names the new modules (for initialisers), the new tensors (their optimizer state starts at zero) and the
@@ -28,7 +31,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-SITE_KINDS = ("depth", "branch", "width", "heads")
+SITE_KINDS = ("depth", "branch", "width", "heads", "hidden", "ffn")
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,16 @@ subclass keeps its layers in `self.blocks`, the head count a new layer gets in `
 `grow_depth(stage, position)` and `init_new(module)`.
 
 Sites: depth = one per insert position p in 0..depth (the new layer goes in at index p, after layer
-p - 1); heads = one site, "one more head group in every layer". No branch or width sites: growing the
-hidden size (embedding width) is out of scope, so those lists are empty.
+p - 1); heads = one site, "one more head group in every layer"; hidden = one site, the embedding width
+(every tensor with the hidden dim grows: `grow_hidden`); ffn = one site per layer and "all" (the MLP's
+intermediate width: `grow_ffn`). No branch or width sites (those are the conv nets' RepUnits and
+channels). Hidden and FFN growth replace tensors by larger ones (`Replaced`, the old entries in the
+leading slice), so the optimizer surgery keeps their state.
+
+Any growth can carry an MSG mask (`how["mask"]: true`, growth/models/transformer_masks.py): the new
+structure is multiplied by a `Ramp` whose value the method sets each step (`set_mask`), 0 at growth, so
+the function is exactly kept whatever the new weights are, and `fold_mask` removes it once it is 1. The
+ramps' values and what they mask are in the arch spec (`masks`), so a checkpoint mid-ramp resumes.
 """
 import copy
 import re
@@ -16,6 +24,7 @@ from growth.errors import ConfigError
 from growth.grow.init import initialize
 from growth.models.base import SpecModel
 from growth.models.growable import GrowthResult, Site
+from growth.models.transformer_masks import Masked, MaskMixin, RampedAct
 
 _ARCH = re.compile(r"^d(\d+)h(\d+)$")
 
@@ -54,8 +63,8 @@ def vit_init(module) -> None:
     init_linear_and_norm(module, lambda w: nn.init.trunc_normal_(w, std=0.02))
 
 
-class TransformerArch(SpecModel):
-    grown_keys = ("depth", "heads", "layer_heads")
+class TransformerArch(MaskMixin, SpecModel):
+    grown_keys = ("depth", "heads", "layer_heads", "embed_dim", "layer_ffn", "masks")
 
     @property
     def depth(self) -> int:
@@ -95,7 +104,13 @@ class TransformerArch(SpecModel):
         return []  # no RepUnits
 
     def width_sites(self) -> list[Site]:
-        return []  # hidden-size growth is out of scope
+        return []  # conv channels; a transformer's widths are its hidden and ffn sites
+
+    def hidden_sites(self) -> list[Site]:
+        return [Site("hidden", "all", "hidden size")]
+
+    def ffn_sites(self) -> list[Site]:
+        return [Site("ffn", "all", "all layers")] + [Site("ffn", i, f"layer {i}") for i in range(self.depth)]
 
     def grow(self, site: Site, how: dict | None = None) -> GrowthResult:
         """Grow one site. `how` per kind:
@@ -103,24 +118,75 @@ class TransformerArch(SpecModel):
         heads: {"n": heads per layer} (default 1) more heads in every layer (grow_heads);
         both:  optional "init" (growth/grow/init.py) and "meta" applied to each new module; without
                "init" the family's own init stays (unlike the conv nets' depth sites, whose default is
-               the function-preserving "zero")."""
+               the function-preserving "zero");
+        hidden: {"n": dims} more embedding dims (grow_hidden): every tensor with the hidden dim is
+               replaced by a larger one, new entries by the family's init (LayerNorms 1 / 0, biases 0);
+        ffn:   {"n": units} more intermediate units in layer `site.index`, or every layer ("all")
+               (grow_ffn), replaced tensors as for hidden;
+        all:   "mask": true puts the new structure under an MSG mask at 0 (module docstring): the
+               function is exactly kept; details["mask"] names the ramp for set_mask / fold_mask. No
+               growth while a hidden-size mask is in force (it covers every LayerNorm)."""
         how = dict(how or {})
+        if self.hidden_masked() is not None:
+            raise ValueError("a hidden-size mask is in force: fold it (fold_mask) before growing again")
+        ramp = self.new_ramp() if how.get("mask") else None
+        modules, replaced = [], []
         if site.kind == "depth":
             if site.index not in range(self.depth + 1):
                 raise ValueError(f"depth site {site.index!r}: positions 0..{self.depth}")
-            modules = [self.grow_depth(0, site.index)]
+            modules = [self.grow_depth(0, site.index, **({"gated": False} if ramp else {}))]
             details = {"position": site.index}
         elif site.kind == "heads":
             n = int(how.get("n", 1))
             modules = self.grow_heads(n)
             details = {"heads": n, "layers": len(modules)}
+        elif site.kind == "hidden":
+            n, old = self._units(how), self.hidden_size
+            replaced = self.grow_hidden(n)
+            details = {"hidden_before": old, "hidden_after": self.hidden_size}
+            if ramp:
+                self.attach_hidden(Masked(ramp, old))
+        elif site.kind == "ffn":
+            n = self._units(how)
+            layers = range(self.depth) if site.index == "all" else [site.index]
+            if any(i not in range(self.depth) for i in layers):
+                raise ValueError(f"ffn site {site.index!r}: layers 0..{self.depth - 1} or 'all'")
+            before = [self.ffn_width(self.blocks[i]) for i in layers]
+            if ramp and any(isinstance(self.act_of(self.blocks[i]), RampedAct) for i in layers):
+                raise ValueError("an FFN there is still under a mask: fold it first")
+            for i, width in zip(layers, before):
+                replaced += self.grow_ffn(self.blocks[i], n)
+                if ramp:
+                    self.attach_ffn(self.blocks[i], Masked(ramp, width))
+            details = {"ffn_before": before, "ffn_after": [self.ffn_width(self.blocks[i]) for i in layers]}
         else:
             raise ValueError(f"{type(self).__name__} has no {site.kind} sites")
         if "init" in how:
             for module in modules:
                 initialize(module, how["init"], how.get("meta", 0.2))
+        if ramp:
+            for module in modules:  # head groups and layers: a scalar mask on their output
+                module.ramp = ramp
+            self.ramps[ramp.name] = ramp
+            details["mask"] = ramp.name
         return GrowthResult(site, modules=modules, new=[p for m in modules for p in m.parameters()],
-                            details=details)
+                            replaced=replaced, details=details)
+
+    @staticmethod
+    def _units(how) -> int:
+        n = how.get("n", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"grow: n={n!r}, needs an integer >= 1")
+        return n
+
+    # ---- widths (the family gives grow_hidden, grow_ffn, ffn_width, ffn_act and attach_hidden) ---------
+    def ffn_width(self, block) -> int:
+        raise NotImplementedError
+
+    def layer_ffn(self) -> list[int] | None:
+        """Per layer FFN width, or None when every layer has the default int(hidden * mlp_ratio)."""
+        widths = [self.ffn_width(b) for b in self.blocks]
+        return None if all(w == int(self.hidden_size * self.mlp_ratio) for w in widths) else widths
 
     def stack_layers(self, factor: int) -> GrowthResult:
         """Depth-wise stacking (G_stack's G_direct, StackBERT's doubling): the layer list becomes `factor`
@@ -130,6 +196,8 @@ class TransformerArch(SpecModel):
         Not function-preserving: the deeper model computes another function."""
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
             raise ValueError(f"stack_layers: factor {factor!r}, needs an integer >= 2")
+        if self.ramps:
+            raise ValueError("stack_layers: MSG masks are in force (fold them first)")
         old = list(self.blocks)
         copies, pairs = [], []
         for _ in range(factor - 1):

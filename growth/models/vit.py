@@ -7,6 +7,10 @@ existing tensors: each head-growth event adds its own small qkv/proj pair (its p
 old parameters keep their identity and optimizer state; `deploy()` concatenates them into one qkv and
 one proj and folds the LayerNorm affine maps into the linears they feed, which is exactly the same function
 (growth/models/transformer_deploy.py).
+
+Hidden size (`grow_hidden`) and FFN width (`grow_ffn`) grow by replacing tensors with larger ones; under
+MSG masks (growth/models/transformer_masks.py) the embedding and both residual branches write their new
+dims x m, and every LayerNorm is a MaskedLayerNorm until the ramp is folded away.
 """
 import copy
 
@@ -20,10 +24,12 @@ from growth.models import register
 from growth.models.skippable import SkippableMixin
 from growth.models.transformer import TransformerArch, check_image_data, parse_vit_arch, vit_init
 from growth.models.transformer_deploy import PreNormBlock, fold_norm
+from growth.models.transformer_masks import MaskedLayerNorm, Widener
 
 
 class HeadGroup(nn.Module):
     """`heads` attention heads: their q, k, v projections and their slice of the output projection."""
+    ramp = None  # an MSG mask on this group's output while it ramps in (growth/models/transformer_masks.py)
 
     def __init__(self, dim, heads, head_dim, qkv_bias=True):
         super().__init__()
@@ -61,7 +67,8 @@ class GrowableAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (b, n, heads, head_dim)
         y, start = self.proj_bias, 0
         for g in self.groups:
-            y = y + g.proj(out[:, :, start:start + g.heads].reshape(b, n, -1))
+            part = g.proj(out[:, :, start:start + g.heads].reshape(b, n, -1))
+            y = y + (part if g.ramp is None else part * g.ramp.value)
             start += g.heads
         return y
 
@@ -77,16 +84,29 @@ class GrowableAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, heads, head_dim=64, mlp_ratio=4.0):
+    # MSG masks (growth/models/transformer_masks.py): `stream` scales both branches' new hidden dims,
+    # `ramp` blends a new block in (x + m * (block(x) - x)); None (no growth in progress): today's forward
+    stream = None
+    ramp = None
+
+    def __init__(self, dim, heads, head_dim=64, mlp_ratio=4.0, ffn=None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = GrowableAttention(dim, heads, head_dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(ffn or dim * mlp_ratio))
 
     def forward(self, x):
+        if self.stream is not None or self.ramp is not None:
+            return self._masked_forward(x)
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+    def _masked_forward(self, x):
+        scale = self.stream.scale if self.stream is not None else (lambda t: t)
+        y = x + scale(self.attn(self.norm1(x)))
+        y = y + scale(self.mlp(self.norm2(y)))
+        return y if self.ramp is None else x + self.ramp.value * (y - x)
 
     def zero_init_last(self):
         """Both residual branches end at zero (attention output projection, MLP fc2): the block is the
@@ -111,9 +131,11 @@ def group_sizes(depth: int, groups: int | None) -> list[int]:
 @register("vit")
 class ViT(SkippableMixin, TransformerArch):
     supports_skip = True
+    stream = None  # MSG: the embedding's new hidden dims x m while a hidden-size mask ramps
 
     def __init__(self, depth=2, heads=6, embed_dim=None, head_dim=64, patch_size=2, img_size=8, in_chans=1,
-                 num_classes=10, mlp_ratio=4.0, layer_heads=None, skippable=False, skip_groups=None):
+                 num_classes=10, mlp_ratio=4.0, layer_heads=None, skippable=False, skip_groups=None,
+                 layer_ffn=None, masks=None):
         super().__init__()
         self.embed_dim = int(embed_dim or head_dim * heads)
         self.head_dim, self.patch_size, self.img_size = head_dim, patch_size, img_size
@@ -123,21 +145,27 @@ class ViT(SkippableMixin, TransformerArch):
         self.pos_embed = nn.Parameter(torch.randn(1, self.patch_embed.num_patches, self.embed_dim) * 0.02)
         # layer_heads: per layer, the head count of each head group (grown models differ from `heads`)
         layer_heads = layer_heads or [[heads]] * depth
-        self.blocks = nn.ModuleList(self._block(groups[0]) for groups in layer_heads)
+        layer_ffn = layer_ffn or [None] * len(layer_heads)  # per layer FFN width (None: mlp_ratio x dim)
+        self.blocks = nn.ModuleList(self._block(groups[0], ffn) for groups, ffn in zip(layer_heads, layer_ffn))
         for block, groups in zip(self.blocks, layer_heads):
             for n in groups[1:]:
                 block.attn.add_heads(n)
         self.norm = nn.LayerNorm(self.embed_dim)
         self.head = nn.Linear(self.embed_dim, num_classes)
         vit_init(self)
+        self.apply_masks(masks)
         self.skip_groups = skip_groups
         if skippable:  # ADN (growth/models/skippable.py); off by default
             self.skippable = True
             self.make_norms_switchable()
             self.set_skip(None)
 
-    def _block(self, heads) -> Block:
-        return Block(self.embed_dim, heads, self.head_dim, self.mlp_ratio)
+    def _block(self, heads, ffn=None) -> Block:
+        return Block(self.embed_dim, heads, self.head_dim, self.mlp_ratio, ffn)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.embed_dim
 
     # ---- arch -----------------------------------------------------------------------------------
     def spec_kwargs(self) -> dict:
@@ -145,6 +173,8 @@ class ViT(SkippableMixin, TransformerArch):
                 "patch_size": self.patch_size, "img_size": self.img_size, "in_chans": self.in_chans,
                 "num_classes": self.num_classes, "mlp_ratio": self.mlp_ratio,
                 "layer_heads": [[g.heads for g in b.attn.groups] for b in self.blocks],
+                **({"layer_ffn": self.layer_ffn()} if self.layer_ffn() else {}),
+                **({"masks": self.masks_spec()} if self.ramps else {}),
                 **({"skippable": True, "skip_groups": self.skip_groups} if self.skippable else {})}
 
     # ---- skip groups (ADN) ----------------------------------------------------------------------
@@ -182,8 +212,9 @@ class ViT(SkippableMixin, TransformerArch):
         return [b.norm1.weight.detach().abs().mean().item() for b in self.blocks]
 
     # ---- growth API -------------------------------------------------------------------------------
-    def grow_depth(self, stage: int = 0, position: int | None = None) -> Block:
-        """Insert a fresh block (default init) at `position` (default: at the end)."""
+    def grow_depth(self, stage: int = 0, position: int | None = None, gated=None) -> Block:
+        """Insert a fresh block (default init) at `position` (default: at the end). (`gated`: BERT's;
+        ViT blocks have no gate.)"""
         block = self._block(self.heads).to(self.head.weight.device, self.head.weight.dtype)
         vit_init(block)
         block.train(self.training)
@@ -193,8 +224,57 @@ class ViT(SkippableMixin, TransformerArch):
     def init_new(self, module) -> None:
         vit_init(module)
 
+    def grow_hidden(self, n: int) -> list:
+        """embed_dim += n: every tensor with the hidden dim is replaced by a larger one (old entries first,
+        new ones trunc-normal 0.02 / bias 0 / LayerNorm 1, 0). Returns the Replaced entries."""
+        if self.skippable:
+            raise ValueError("grow_hidden: not for a skippable (ADN) ViT")
+        d, zero = self.embed_dim + n, nn.init.zeros_
+        w = Widener(self, lambda t: nn.init.trunc_normal_(t, std=0.02))
+        proj = self.patch_embed.proj
+        w.param(proj, "weight", {0: d})
+        w.param(proj, "bias", {0: d}, zero)
+        proj.out_channels = d
+        w.param(self, "pos_embed", {2: d})
+        for b in self.blocks:
+            w.norm(b.norm1, d)
+            for g in b.attn.groups:
+                w.linear(g.qkv, n_in=d)
+                w.linear(g.proj, n_out=d)
+            w.param(b.attn, "proj_bias", {0: d}, zero)
+            b.attn.dim = d
+            w.norm(b.norm2, d)
+            w.linear(b.mlp.fc1, n_in=d)
+            w.linear(b.mlp.fc2, n_out=d)
+        w.norm(self.norm, d)
+        w.linear(self.head, n_in=d)
+        self.embed_dim = d
+        return w.replaced
+
+    def grow_ffn(self, block, n: int) -> list:
+        """n more MLP units in `block` (fc1 rows, fc2 columns). Returns the Replaced entries."""
+        w = Widener(self, lambda t: nn.init.trunc_normal_(t, std=0.02))
+        width = block.mlp.fc1.out_features + n
+        w.linear(block.mlp.fc1, n_out=width)
+        w.linear(block.mlp.fc2, n_in=width)
+        return w.replaced
+
+    def ffn_width(self, block) -> int:
+        return block.mlp.fc1.out_features
+
+    def ffn_act(self, block):
+        return block.mlp, "act"
+
+    def attach_hidden(self, masked) -> None:
+        """MSG's hidden-size mask: every LayerNorm masked, the embedding and branches' new dims x m."""
+        for b in self.blocks:
+            b.norm1, b.norm2, b.stream = MaskedLayerNorm(b.norm1, masked), MaskedLayerNorm(b.norm2, masked), masked
+        self.norm, self.stream = MaskedLayerNorm(self.norm, masked), masked
+
     def forward(self, x):
         x = self.patch_embed(x) + self.pos_embed
+        if self.stream is not None:
+            x = self.stream.scale(x)
         blocks = self.blocks
         if self.skippable and any(self.skip):
             blocks = [b for g in range(len(self.group_blocks())) for b in self.active_blocks(g)]
@@ -205,6 +285,8 @@ class ViT(SkippableMixin, TransformerArch):
     def deploy(self) -> nn.Module:
         if self.skippable:  # the plain export of the active skip config, then fused
             return self.export_plain().deploy()
+        if self.ramps:  # mid-ramp (MSG): the masks have no fused form; the same function, unfused
+            return copy.deepcopy(self).eval()
         # a ViT copy (same forward, arch string) with each block and the final norm in deploy
         # form: head groups merged, LayerNorm affine maps folded (growth/models/transformer_deploy.py).
         # For inference only: it cannot grow or give arch_spec() (checkpoints store the training model's).
