@@ -58,6 +58,14 @@ def test_quick_run_writes_json_and_rows(tmp_path):
         assert all(r["max_abs_diff"] < 1e-4 for r in fused["details"]["per_family" + batch].values())
     assert fused["ratio"] == min([*fused["ratios"].values(), *fused["ratios_batch1"].values()])
     assert {r["batch"] for r in fused["details"]["per_family_batch1"].values()} == {1}
+    onnx = json.loads((out / "onnx_latency.json").read_text())  # --quick: one conv net, one transformer
+    for batch in ("", "_batch1"):
+        assert set(onnx["ratios" + batch]) == {"resnet_basic", "vit"}
+        assert all(positive(r) for r in onnx["ratios" + batch].values())
+    for fam in onnx["details"]["per_family"].values():
+        assert fam["export_max_abs_diff"] < 1e-4 and fam["latency"]["batch"] == 1
+        assert all(fam[b]["max_abs_diff"] < 1e-4 and positive(fam[b]["fusing_ratio"]) for b in ("batch", "latency"))
+    assert onnx["ratio"] == min([*onnx["ratios"].values(), *onnx["ratios_batch1"].values()])
     event = json.loads((out / "growth_event_cost.json").read_text())
     assert event["extrapolated"] is True and "EXTRAPOLATED" in event["measured"]
     assert {e["kind"] for e in event["details"]["events"]} == {"grow_width", "grow_depth"}

@@ -30,6 +30,7 @@ def _not_completed(run_dir):
     (["trainer.epochs=0"], ["trainer.epochs=0", "positive integer"]),
     (["trainer.batch_size=-4"], ["trainer.batch_size=-4", "positive integer"]),
     (["trainer.device=tpu"], ["trainer.device='tpu'", "auto, cpu, cuda"]),
+    (["trainer.quantize=int4"], ["trainer.quantize='int4'", "allowed: null, int8"]),
     (["data=cifar10", "data.root=/nonexistent/cifar"], ["data.root='/nonexistent/cifar'", "does not exist",
                                                          "cifar-10-batches-py"]),
 ])

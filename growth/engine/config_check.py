@@ -30,6 +30,7 @@ MORE = {
     "trainer.data_on_device": {"bool"},              # auto | true | false
     "trainer.resume": {"str"},
     "trainer.export": {"str"},
+    "trainer.quantize": {"str"},                     # null | int8
     "model.stem_stride": {"int"},                    # auto | a stride
     "model.small_input_stem": {"bool"},              # auto | true | false
     "model.img_size": {"int", "str"},                # null | auto | pixels

@@ -34,7 +34,8 @@ ADDED_NEUTRAL = {
     **{f"recipe.{k}": v for k, v in RECIPE_NONE.items()},
     "paper": None, "trainer.dry_run": False, "trainer.dry_run_batch": 2, "optim.lr_scale_batch": None,
     "data.num_classes": None, "method.fpn": False, "method.descendant_epochs": None,
-    "model.skippable": False, "model.skip_groups": None,
+    "model.skippable": False, "model.skip_groups": None, "trainer.quantize": None,
+    "trainer.quantize_calib_batches": 8,
 }
 _MISSING = object()
 

@@ -29,6 +29,8 @@ Methods get a `RunContext` in every hook instead of the trainer. What it offers 
 | swap_model(model, restart)     | train another model from now on (a phase switch)                     |
 | metrics()                      | the run's metrics rows so far                                        |
 | checkpoint_path(name), save()  | a file in checkpoints/, and an atomic write of one (main rank only)  |
+| export(name, model)            | trainer.export's checked file of another deployed model (main rank): |
+|                                | checkpoints/<name>.pt2 or .onnx; its summary keys, {} when no export |
 
 The engine registers new and replaced tensors with the optimizer, re-wraps DDP and checkpoints after a
 hook that changed the model; a method never touches the optimizer.
@@ -36,6 +38,7 @@ hook that changed the model; a method never touches the optimizer.
 from growth.engine import dist
 from growth.engine.event import Event
 from growth.engine.io import atomic_torch_save
+from growth.export import SUFFIX, check_format, export_or_warn
 from growth.losses import label_ce
 
 
@@ -225,3 +228,11 @@ class RunContext:
     def save(self, name: str, obj) -> None:
         if self.writes:
             atomic_torch_save(self.checkpoint_path(name), obj)
+
+    def export(self, name: str, model) -> dict:
+        """With trainer.export: `model` (a deployed one, e.g. an ADN skip config) as checkpoints/<name>.pt2
+        or .onnx, traced and checked on the probe batch as the run's own export; its summary keys."""
+        fmt = check_format(self._trainer.cfg.get("export"))
+        if not fmt or not self.writes:
+            return {}
+        return export_or_warn(fmt, model, self.probe, self.checkpoint_path(name + SUFFIX[fmt]))

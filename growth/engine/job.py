@@ -23,10 +23,11 @@ from growth.engine.record import RunRecord
 from growth.engine.trainer import Trainer
 from growth.errors import ConfigError, Interrupted, RunDirBusy, TrainingDiverged
 from growth.export import check_format as check_export_format
-from growth.export import export_program
+from growth.export import export_or_warn
 from growth.measure import count_params
 from growth.methods import build_method
 from growth.models import build_model, model_from_spec, saved
+from growth.quantize import check_mode as check_quantize
 
 log = logging.getLogger("growth")
 
@@ -48,6 +49,7 @@ def validate(cfg: dict) -> None:
     if t.get("compile") not in (True, False, None):
         raise ConfigError("trainer.compile", t["compile"], "allowed: true, false")
     check_export_format(t.get("export"))
+    check_quantize(t)
     check_types(cfg)  # every other key against the type of its default in conf/
 
 
@@ -271,19 +273,31 @@ def finish(trainer: Trainer, record: RunRecord) -> dict:
         log.info("ema: test acc %.4f (raw model %.4f)", ema["acc"], test["acc"])
     fmt = check_export_format(trainer.cfg.get("export"))
     if fmt and record.write:
-        extras.update(_export(deployed, trainer.probe.to(trainer.device), record))
+        extras.update(_export(fmt, deployed, trainer.probe.to(trainer.device), record))
+        if check_quantize(trainer.cfg):
+            extras.update(_quantize(trainer, record, extras))
     extras.update(trainer.call_hook(trainer.method.finish))  # e.g. per-skip-config tables, exports
     return extras
 
 
-def _export(deployed, example, record: RunRecord) -> dict:
-    """The trained model is safe in deploy.pt already: a model torch.export cannot trace is reported
-    (warning and summary key), it does not fail the run."""
+def _export(fmt: str, deployed, example, record: RunRecord) -> dict:
+    """checkpoints/model.pt2 or model.onnx. The trained model is safe in deploy.pt already: a model the
+    exporter cannot trace is reported (warning and summary key), it does not fail the run."""
+    return export_or_warn(fmt, deployed, example, record.path("export" if fmt == "pt2" else "onnx"))
+
+
+def _quantize(trainer: Trainer, record: RunRecord, exported: dict) -> dict:
+    """trainer.quantize=int8: checkpoints/model.int8.onnx from model.onnx and both test accuracies. Like
+    an export, a graph that cannot be quantised is a warning and `quantize_error`, not a failed run."""
+    if "export_error" in exported:
+        return {"quantize_error": "no ONNX export to quantise (see export_error)"}
+    from growth.quantize import quantize_and_test  # lazy: onnxruntime only when asked for
     try:
-        return export_program(deployed, example, record.path("export"))
-    except Exception as e:  # noqa: BLE001 - any tracing failure; the message says which
-        log.warning("export: torch.export failed, no model.pt2: %s: %s", type(e).__name__, str(e)[:300])
-        return {"export_error": f"{type(e).__name__}: {str(e)[:300]}"}
+        return quantize_and_test(record.path("onnx"), record.path("int8"), trainer.data.train, trainer.data.test,
+                                 trainer.cfg.get("quantize_calib_batches", 8))
+    except Exception as e:  # noqa: BLE001 - any quantiser failure; the message says which
+        log.warning("quantize: int8 failed: %s: %s", type(e).__name__, str(e)[:300])
+        return {"quantize_error": f"{type(e).__name__}: {str(e)[:300]}"}
 
 
 def run_job(cfg: dict, run_dir) -> dict:

@@ -24,7 +24,8 @@ STATUSES = ("completed", "failed", "interrupted", "dry_run")  # dry_run: growth/
 
 FILES = {"metrics": "metrics.jsonl", "events": "events.jsonl", "summary": "summary.json",
          "config": "config_resolved.yaml", "log": "train.log", "last": "checkpoints/last.pt",
-         "deploy": "checkpoints/deploy.pt", "export": "checkpoints/model.pt2"}
+         "deploy": "checkpoints/deploy.pt", "export": "checkpoints/model.pt2", "onnx": "checkpoints/model.onnx",
+         "int8": "checkpoints/model.int8.onnx"}
 
 
 def _check(row: dict, keys, what: str) -> None:

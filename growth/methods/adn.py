@@ -244,11 +244,13 @@ class ADN(Method):
 
     def export(self, ctx, cfg) -> dict:
         """checkpoints/adn_<cfg>.pt: the plain sub-network as spec + state, no pickled module; a deploy
-        file: growth.models.saved.from_file rebuilds its fused form (with "deployed" False, the plain one)."""
+        file: growth.models.saved.from_file rebuilds its fused form (with "deployed" False, the plain one).
+        With trainer.export also its fused form as adn_<cfg>.pt2 or .onnx (ctx.export)."""
         plain = ctx.model.export_plain(cfg)
-        name = f"adn_{config_name(cfg)}.pt"
-        ctx.save(name, {"skip": config_name(cfg), **to_file(plain, deployed=True)})  # main rank only
-        return {"skip": config_name(cfg), "arch": plain.arch_string(), "path": str(ctx.checkpoint_path(name))}
+        name = f"adn_{config_name(cfg)}"
+        ctx.save(f"{name}.pt", {"skip": config_name(cfg), **to_file(plain, deployed=True)})  # main rank only
+        return {"skip": config_name(cfg), "arch": plain.arch_string(),
+                "path": str(ctx.checkpoint_path(f"{name}.pt")), **ctx.export(name, plain.deploy())}
 
     # ---- record and resume ------------------------------------------------------------------------
     def summary_extras(self, ctx) -> dict:

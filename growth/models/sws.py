@@ -82,7 +82,9 @@ class SWSAux(SpecModel):
 
     def forward(self, x):
         x = self.patch_embed(x) + self.pos_embed
-        for stage, rate in zip(self.schedule, self.drop_rates()):
+        # eval skips drop-path whatever the rate: no linspace there, whose floats torch.export cannot trace
+        rates = self.drop_rates() if self.training else [0.0] * self.depth
+        for stage, rate in zip(self.schedule, rates):
             x = apply_block(self.stages[stage], x, rate, self.training)
         x = self.norm(x).mean(dim=1) if self.norm_first else self.norm(x.mean(dim=1))
         return self.head(x)
