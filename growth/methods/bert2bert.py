@@ -84,8 +84,8 @@ class Bert2Bert(Method):
             if now[dim] is not None and want[dim] < now[dim]:
                 raise ConfigError(f"method.{dim}", want[dim], f">= the model's {dim} {now[dim]}")
         if all(now[d] in (None, want[d]) for d in want) and self.depth_factor == 1:
-            raise ConfigError("method.hidden", self.hidden, "nothing to grow: set method.hidden, method.ffn or "
-                                                            "method.heads above the model's, or method.depth_factor >= 2")
+            raise ConfigError("method.hidden", self.hidden, "nothing to grow: set method.hidden, method.ffn "
+                              "or method.heads above the model's, or method.depth_factor >= 2")
 
     @staticmethod
     def current(model) -> dict:
@@ -127,14 +127,15 @@ class Bert2Bert(Method):
     def widen(self, ctx, epoch: int, dim: str, n: int) -> Event:
         model = ctx.model
         init = "fpi" if dim == "hidden" else self.init  # AKI has no next layer for the stream (module docstring)
+        kept = init == "fpi" or model.depth == 1  # one layer borrows from itself: AKI is FPI
 
         def grow():
             if dim == "heads":
                 split_heads(model, n, init)  # new head groups: the engine adds them with empty state
-                return {"function_preserving": init == "fpi"}
+                return {"function_preserving": kept}
             if dim == "ffn":
                 ctx.replaced(split_ffn(model, n, init))
-                return {"function_preserving": init == "fpi"}
+                return {"function_preserving": kept}
             replaced, exact = split_hidden(model, n)
             ctx.replaced(replaced)
             return {"function_preserving": exact}
@@ -143,6 +144,7 @@ class Bert2Bert(Method):
         kind = "grow_heads" if dim == "heads" else "grow_width"
         return Event(kind, f"+{n} {dim}", before[0], model.arch_string(), before[1], count_params(model), change,
                      {"dimension": dim, "n": n, "size_before": before[2], "size_after": after, "init": init,
+                      "mapping": "round_robin",
                       **details, "optimizer_state": "transferred"})
 
     def stack(self, ctx, epoch: int) -> Event:
