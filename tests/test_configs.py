@@ -30,7 +30,8 @@ TINY_MODEL = {
 # A method or data option that needs a model other than the default one.
 PARTNER = {("method", "reducenet"): "reducenet", ("method", "sws"): "sws_aux", ("data", "synthetic_text"): "bert",
            ("method", "tiny"): "gromo_mlp", ("method", "gradmax"): "gromo_mlp", ("method", "gstack"): "vit",
-           ("method", "stackbert"): "vit", ("method", "msg"): "vit"}
+           ("method", "stackbert"): "vit", ("method", "msg"): "vit",
+           ("method", "bert2bert"): "vit"}
 
 
 def _build_overrides(group, option) -> dict:

@@ -79,6 +79,9 @@ MORE = {
     "method.descendant_heads": {"int"},
     "method.scratch_epochs": {"int"},
     "method.family_depths": {"list"},
+    "method.hidden": {"null"},                      # bert2bert: null (keep) | a hidden size
+    "method.heads": {"null"},                       # bert2bert: null (keep) | a head count
+    "method.ffn": {"int"},                          # bert2bert: null (hidden x mlp_ratio) | a width
     "method.layers_source": {"list"},                # auto | one source stage per layer
     "method.load_head": {"bool"},                    # auto | true | false
     "method.eval_configs": {"list"},                 # all | extremes | a list of configs

@@ -7,7 +7,7 @@ import importlib
 
 from growth.engine.event import Event
 from growth.errors import ConfigError
-from growth.methods import adagrow, adn, fixed, gromo, msg, net2net, randgrow, reducenet, splitgrow, stacking, sws  # noqa: F401 (they register)
+from growth.methods import adagrow, adn, bert2bert, fixed, gromo, msg, net2net, randgrow, reducenet, splitgrow, stacking, sws  # noqa: F401 (they register)
 from growth.methods.base import Method
 from growth.methods.registry import METHODS, register_method
 

@@ -202,6 +202,9 @@ class Bert(TransformerArch):
     def ffn_width(self, layer) -> int:
         return layer.intermediate.dense.out_features
 
+    def ffn_linears(self, layer) -> tuple[nn.Linear, nn.Linear]:
+        return layer.intermediate.dense, layer.output.dense
+
     def ffn_act(self, layer):
         return layer.intermediate, "intermediate_act_fn"
 

@@ -30,6 +30,12 @@ class HeadGroup(nn.Module):
         """Output projection 0: the new heads add nothing until they learn (q, k, v stay random)."""
         nn.init.zeros_(self.proj.weight)
 
+    def qkv_heads(self) -> list:
+        """Views of q, k, v per head: [(weight (heads, head_dim, hidden), bias (heads, head_dim))]
+        (bert2BERT's head split, growth/models/transformer_fpi.py)."""
+        return [(lin.weight.view(self.heads, -1, lin.in_features), lin.bias.view(self.heads, -1))
+                for lin in (self.query, self.key, self.value)]
+
 
 class GrowableSelfAttention(nn.Module):
     """Stands in for BertSelfAttention (same forward signature and return) and also applies the output

@@ -41,6 +41,13 @@ class HeadGroup(nn.Module):
         """Output projection 0: the new heads add nothing until they learn (q, k, v stay random)."""
         nn.init.zeros_(self.proj.weight)
 
+    def qkv_heads(self) -> list:
+        """Views of q, k, v per head: [(weight (heads, head_dim, dim), bias (heads, head_dim) or None)]
+        (bert2BERT's head split, growth/models/transformer_fpi.py)."""
+        w = self.qkv.weight.view(3, self.heads, self.head_dim, -1)
+        b = None if self.qkv.bias is None else self.qkv.bias.view(3, self.heads, self.head_dim)
+        return [(w[k], None if b is None else b[k]) for k in range(3)]
+
 
 class GrowableAttention(nn.Module):
     def __init__(self, dim, heads, head_dim=64, qkv_bias=True):
@@ -261,6 +268,9 @@ class ViT(SkippableMixin, TransformerArch):
 
     def ffn_width(self, block) -> int:
         return block.mlp.fc1.out_features
+
+    def ffn_linears(self, block) -> tuple[nn.Linear, nn.Linear]:
+        return block.mlp.fc1, block.mlp.fc2
 
     def ffn_act(self, block):
         return block.mlp, "act"
