@@ -93,3 +93,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def cached_onnx_registry():
+    """Tests only: torch's ONNX exporter rebuilds its op registry (~500 onnxscript functions parsed from
+    source, about 2 s here) on every torch.onnx.export call; the tests export dozens of small models, so
+    they build it once. The registry is only read during an export. Without the private hook (another
+    torch) the exporter is left as it is."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+    except ImportError:
+        yield
+        return
+    original = _registration.ONNXRegistry.__dict__.get("from_torchlib")
+    if not isinstance(original, classmethod):
+        yield
+        return
+    built = {}
+
+    def from_torchlib(cls, *args, **kwargs):
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        if key not in built:
+            built[key] = original.__func__(cls, *args, **kwargs)
+        return built[key]
+
+    _registration.ONNXRegistry.from_torchlib = classmethod(from_torchlib)
+    yield
+    _registration.ONNXRegistry.from_torchlib = original

@@ -21,7 +21,7 @@ from growth.models.skippable import config_name
 from tests.conftest import tiny_cfg
 from tests.test_export import FAMILIES as GROWN, _grown
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "cached_onnx_registry")
 
 IMG = (1, 8, 8)
 # The families test_export grows (head or depth growth before fusing), and the rest of the registry small.
