@@ -165,14 +165,39 @@ def test_smoke_transformer_jobs_compose():
         assert preflight(job) is None and compose_problem(job) is None, model
 
 
-def test_conv_budget_is_the_fixed_models_deployed_params():
-    from benchmarks.common import compose
+@pytest.mark.parametrize("family", ["resnet_basic", "vgg", "mobilenet"])
+def test_conv_budget_is_the_fixed_models_deployed_params(family):
+    from benchmarks.common import compose  # its first import (Hydra, the models) takes seconds on a loaded machine
     from growth.measure import count_params
     from growth.models import build_model
     jobs = [overrides(j) for j in expand_jobs(load_experiment(ROOT / "experiments", "growbench")) if j["overrides"][-1] == "seed=0"]
-    for fixed in [j for j in jobs if j["method"] == "fixed" and j["model"] in ("resnet_basic", "vgg", "mobilenet")]:
+    for fixed in [j for j in jobs if j["method"] == "fixed" and j["model"] == family]:
         cfg = compose(**{k: fixed[k] for k in ("model", "method", "model.arch", "model.widths")})
         deployed = count_params(build_model(cfg["model"], {**cfg["data"], "in_chans": 1, "image_size": 8,
                                                             "num_classes": 10}).deploy())
         assert {int(j["grow.max_params"]) for j in jobs if j["model"] == fixed["model"] and j["method"] != "fixed"} \
             == {deployed}, fixed["model"]
+
+
+def test_smoke_keeps_growbench_start_arch_and_budget():
+    """Per family, the smoke's growing and fixed lines are the full benchmark's (fewer methods, seeds, epochs)."""
+    def per_family(name):
+        out = {}
+        for j in map(overrides, expand_jobs(load_experiment(ROOT / "experiments", name))):
+            kind = "fixed" if j["method"] == "fixed" else "growing"
+            out.setdefault((j["model"], kind), set()).add(
+                tuple(j.get(k) for k in ("model.arch", "model.max_arch", "grow.max_params", "model.widths",
+                                         "model.head_dim", "model.patch_size", "data")))
+        return out
+    full, smoke = per_family("growbench"), per_family("growbench_smoke")
+    assert {m for m, _ in smoke} == {m for m, _ in full}  # every family
+    assert all(smoke[k] == full[k] for k in smoke), {k: (smoke[k], full[k]) for k in smoke if smoke[k] != full[k]}
+
+
+def test_end_of_run_report_takes_the_stacking_methods_trajectory(capsys):
+    """gstack / stackbert trajectory entries carry no kind or where: run.py's report once raised on them
+    after the summary was written (exit 1 for a completed run)."""
+    from run import print_report
+    print_report({"trajectory": [{"epoch": 1, "step": 9, "arch_after": "d4h4", "params_after": 200,
+                                  "max_abs_output_change": 0.2}], "status": "failed"}, ROOT)
+    assert "grow_depth  all layers" in capsys.readouterr().out
