@@ -7,7 +7,8 @@ Per family (model name), written as growbench_<family>.{md,tex,csv} and growbenc
 - accuracy at equal training MACs: every run's val accuracy when it had spent the family's budget, the
   smallest total training MACs of any of its completed runs (every run had a model there; linear
   between epochs, analysis/cost.py acc_at);
-- training MACs and wall time (cumulative epoch_time_s) to reach the target, linear between epochs; a
+- training MACs and wall time (cumulative epoch_time_s, which leaves out the growth steps run between
+  epochs) to reach the target, linear between epochs; a
   run whose first epoch is already above it reaches it at that epoch's cost (no guess below it); a
   method none of whose seeds reaches it shows "never (gap x.x pts)", the target minus its best val
   accuracy (mean over seeds);
@@ -86,11 +87,13 @@ METHODS = {
 NOTE = ("One table per family. Target: the fixed final model's final val accuracy (mean over its seeds). "
         "Every growing run starts at the family's start arch and may grow to model.max_arch and "
         "grow.max_params = the fixed model's deployed params; all runs train the same epochs (same "
-        "samples, same LR schedule), so no run spends more than the fixed model's training MACs (the "
-        "training budget) and the growing ones spend less. 'val acc at equal MACs': val accuracy when "
+        "samples, same LR schedule): the fixed model's training MACs are the budget, and a growing run, never "
+        "bigger, spends less (column 'training MACs (% of fixed)'; growth steps' own passes count where the "
+        "method reports them). 'val acc at equal MACs': val accuracy when "
         "the run had spent the family's smallest total (linear between epochs; '-' when its first epoch alone "
         "cost more). 'to reach': training "
-        "MACs / wall time (sum of epoch times) when val accuracy first reached the target, linear between "
+        "MACs / wall time (sum of epoch_time_s: each epoch's training and validation; a growth "
+        "step between epochs is not in it, metrics.jsonl's row is written before the hook) when val accuracy first reached the target, linear between "
         "epochs; 'never (gap x pts)': no seed reached it, the target minus the best val accuracy (mean "
         "over seeds); 'k of n': only k seeds reached it (their mean). Speed-ups against the fixed model's "
         "whole run: (a) MACs saved to reach the target (LiGO, bert2BERT), (b) samples saved (G_stack's "
