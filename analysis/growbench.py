@@ -248,6 +248,8 @@ def _reach_cell(r, value: str, gap: bool = True) -> str:
     """value, or "never (gap x.x pts)" when no seed reached the target ("never" alone if not gap)."""
     if r.get("n_completed", 0) == 0:
         return "-"
+    if pd.isna(r["target"]):
+        return "no target (no fixed run)"
     if r["method"] != "fixed" and r.get("n_reached", 0) == 0:
         return f"{NEVER} (gap {r['gap'] * 100:.1f} pts)" if gap else NEVER
     part = "" if r["method"] == "fixed" or r["n_reached"] == r["n_completed"] else \
@@ -316,7 +318,7 @@ def family_figure(runs, epochs, numbers, ref, family):
     ax.set_ylabel("val accuracy (%)")
     ax.set_title(f"GrowBench {family}: val accuracy vs training cost (mean ± std over seeds)", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return fig
 
 

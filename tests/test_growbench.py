@@ -112,6 +112,14 @@ def test_never_reaching_gives_the_gap_and_failed_runs_are_rows(bench):
     assert {"growbench_resnet_basic.png", "growbench_resnet_basic.pdf"} <= set(paths)
 
 
+def test_a_family_without_a_fixed_run_has_no_target(tmp_path):
+    fake_run(tmp_path, "a", "adagrow", "vgg", 0, [(G, 0.5), (2 * G, 0.6)])
+    runs, epochs, events = collect(tmp_path)
+    paths = {p.name: p for p in growbench_tables(runs, epochs, events, tmp_path / "analysis")}
+    text = paths["growbench_vgg.md"].read_text()
+    assert rows(text)["AdaGrow"]["(a) MACs saved"] == "no target (no fixed run)" and "No completed fixed run" in text
+
+
 def test_the_piece_runs_only_for_growbench_runs(bench, tmp_path):
     _, runs = bench
     piece = registry.PIECES["growbench"]
