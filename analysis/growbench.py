@@ -97,7 +97,7 @@ NOTE = ("One table per family. Target: the fixed final model's final val accurac
         "epochs; 'never (gap x pts)': no seed reached it, the target minus the best val accuracy (mean "
         "over seeds); 'k of n': only k seeds reached it (their mean). Speed-ups against the fixed model's "
         "whole run: (a) MACs saved to reach the target (LiGO, bert2BERT), (b) samples saved (G_stack's "
-        "tokens), (c) wall-clock ratio (MSG). function-preserving: the method's claim, then the largest "
+        "tokens: our token data pad every sequence to max_len, so the token ratio is the sample ratio), (c) wall-clock ratio (MSG). function-preserving: the method's claim, then the largest "
         "|output change| its growth events measured on a fixed val batch. Status counts every run of "
         "the sweep: failed, interrupted and unrecorded runs are listed, never dropped.")
 

@@ -15,6 +15,7 @@ from growth.sweeps import expand_jobs, load_experiment
 from tests.conftest import ROOT
 
 G = 1e9
+pytestmark = pytest.mark.usefixtures("one_thread")  # the budget test builds models
 
 
 DIVERGED = "loss became nan at epoch 2, step 9; the last good checkpoint is kept"
