@@ -243,8 +243,10 @@ def print_report(summary: dict, run_dir: Path) -> None:
     if summary.get("trajectory"):
         print("growth trajectory:")
         for t in summary["trajectory"]:
-            where = t["where"] if isinstance(t["where"], str) else f"{len(t['where'])} unit(s)"
-            line = (f"  epoch {t['epoch']:>3}  {t['kind']:<11} {where:<12} arch {t['arch_after']:<9} "
+            # the stacking methods' entries name no kind or site (they stack every layer)
+            where = t.get("where", "all layers")
+            where = where if isinstance(where, str) else f"{len(where)} unit(s)"
+            line = (f"  epoch {t['epoch']:>3}  {t.get('kind', 'grow_depth'):<11} {where:<12} arch {t['arch_after']:<9} "
                     f"params {t['params_after']:>10,}")
             if "deploy_params_after" in t:
                 line += f"  deployed {t['deploy_params_after']:>10,}"

@@ -2,8 +2,9 @@
 
 A piece is a function (runs, epochs, events, out_dir) -> list of the paths it wrote (.md tables are
 shown inline in index.md, .png images embedded, other files linked). `methods` says when it runs: None
-for any set of runs, else when at least one run has one of these methods. It gets every run, not only
-those, so that it can compare with the baselines.
+for any set of runs, else when at least one run has one of these methods; `when`, if given, is a
+further test on the runs (GrowBench's: their config says bench: growbench). It gets every run, not
+only those, so that it can compare with the baselines.
 
 To add one (e.g. ReduceNet's teacher/student table): write analysis/reducenet.py with
 
@@ -20,7 +21,7 @@ from typing import Callable
 
 import pandas as pd
 
-from analysis import adagrow, adn, cost, growth_methods, pareto, reducenet, tables, trajectory
+from analysis import adagrow, adn, cost, growbench, growth_methods, pareto, reducenet, tables, trajectory
 from analysis import paper, sws
 
 
@@ -29,11 +30,14 @@ class Piece:
     title: str
     make: Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, object], list]
     methods: tuple[str, ...] | None = None
+    when: Callable[[pd.DataFrame], bool] | None = None  # a further test on the runs (e.g. which sweep made them)
 
     def applies(self, runs: pd.DataFrame) -> bool:
         if runs.empty:
             return False
-        return self.methods is None or bool(runs["method"].isin(self.methods).any())
+        if self.methods is not None and not runs["method"].isin(self.methods).any():
+            return False
+        return self.when is None or self.when(runs)
 
 
 PIECES = {
@@ -45,6 +49,9 @@ PIECES = {
                      methods=("adagrow",)),
     "growth_methods": Piece("Growth methods per backbone (the AdaGrow thesis's layout), and at equal training cost",
                             growth_methods.growth_methods_table, methods=growth_methods.GROWING),
+    # runs of experiments/growbench*.yaml only (they set bench: growbench)
+    "growbench": Piece("GrowBench: every growth method vs the fixed final model at equal training cost",
+                       growbench.growbench_tables, when=growbench.is_growbench),
     "adn": Piece("ADN: every skip config vs individually trained nets", adn.adn_report, methods=("adn",)),
     "reducenet": Piece("ReduceNet: teacher vs student vs the student's shape from scratch",
                        reducenet.reducenet_pieces, methods=("reducenet",)),
