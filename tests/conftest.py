@@ -121,3 +121,32 @@ def cached_onnx_registry():
     _registration.ONNXRegistry.from_torchlib = classmethod(from_torchlib)
     yield
     _registration.ONNXRegistry.from_torchlib = original
+
+
+def exp_avg_across_growth(trainer, epoch: int = 1) -> dict:
+    """Run `epoch` of a prepared trainer whose method grows at its end; returns each parameter name's
+    Adam exp_avg just before the growth step (the method's on_epoch_end)."""
+    seen, hook = {}, trainer.method.on_epoch_end
+
+    def spy(ctx, ep):
+        seen.update({n: trainer.optimizer.state[p]["exp_avg"].clone() for n, p in trainer.model.named_parameters()})
+        return hook(ctx, ep)
+
+    trainer.method.on_epoch_end = spy
+    trainer.run_epoch(epoch)
+    trainer.method.on_epoch_end = hook
+    return seen
+
+
+def check_old_slice_kept(trainer, seen: dict, name: str, p) -> bool:
+    """Parameter `p`'s exp_avg equals `seen[name]` in its old slice, and is zero in its new entries (MSG's
+    and bert2BERT's optimizer transfer). Returns whether `p` grew."""
+    avg, old = trainer.optimizer.state[p]["exp_avg"], seen[name]
+    part = tuple(slice(0, s) for s in old.shape)
+    assert torch.equal(avg[part], old), name
+    if avg.shape == old.shape:
+        return False
+    rest = avg.clone()
+    rest[part] = 0
+    assert not rest.any(), name  # the new entries start at zero
+    return True

@@ -16,7 +16,7 @@ from growth.errors import ConfigError
 from growth.methods import METHODS
 from growth.methods.bert2bert import Bert2Bert
 from growth.models.transformer_fpi import split_ffn, split_heads, split_hidden
-from tests.conftest import StopAfter
+from tests.conftest import StopAfter, check_old_slice_kept, exp_avg_across_growth
 from tests.test_msg import build, diff, rebuild
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -171,26 +171,12 @@ def test_bad_settings_name_the_key(over, key, tmp_path):
 
 def test_grown_tensors_keep_their_state_in_the_old_slice_and_new_heads_start_with_none(tmp_path):
     trainer, _ = prepare(compose(**{**BASE, "trainer.epochs": 2}), tmp_path)
-    seen, hook = {}, trainer.method.on_epoch_end
-
-    def spy(ctx, epoch):
-        seen.update({n: trainer.optimizer.state[p]["exp_avg"].clone() for n, p in trainer.model.named_parameters()})
-        return hook(ctx, epoch)
-
-    trainer.method.on_epoch_end = spy
-    trainer.run_epoch(1)
+    seen = exp_avg_across_growth(trainer)
     grown, held = 0, {id(q) for g in trainer.optimizer.param_groups for q in g["params"]}
     for n, p in trainer.model.named_parameters():
         assert id(p) in held, n
         if n not in seen:  # a new head group: in the optimizer, no state yet
             assert ".groups.1." in n and not trainer.optimizer.state.get(p)
             continue
-        avg, old = trainer.optimizer.state[p]["exp_avg"], seen[n]
-        part = tuple(slice(0, s) for s in old.shape)
-        assert torch.equal(avg[part], old), n
-        if avg.shape != old.shape:
-            grown += 1
-            rest = avg.clone()
-            rest[part] = 0
-            assert not rest.any(), n
+        grown += check_old_slice_kept(trainer, seen, n, p)
     assert grown > 10

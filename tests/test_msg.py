@@ -19,7 +19,7 @@ from growth.models.bert import Bert
 from growth.models.growable import Site
 from growth.models.transformer_masks import MaskedLayerNorm, RampedAct
 from growth.models.vit import ViT
-from tests.conftest import StopAfter
+from tests.conftest import StopAfter, check_old_slice_kept, exp_avg_across_growth
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -135,25 +135,12 @@ def test_grown_tensors_keep_their_adam_state_in_the_old_slice(tmp_path):
     c = compose(**{**BASE, "trainer.epochs": 2, "method.ramp_steps": 3})
     c["method"]["schedule"] = [{"at": 1, "grow": "hidden", "n": 4}]
     trainer, _ = prepare(c, tmp_path)
-    seen, hook = {}, trainer.method.on_epoch_end
-
-    def spy(ctx, epoch):
-        seen.update({n: trainer.optimizer.state[p]["exp_avg"].clone() for n, p in trainer.model.named_parameters()})
-        return hook(ctx, epoch)
-
-    trainer.method.on_epoch_end = spy
-    trainer.run_epoch(1)
+    seen = exp_avg_across_growth(trainer)
+    held = {id(q) for g in trainer.optimizer.param_groups for q in g["params"]}
     grown = 0
     for n, p in trainer.model.named_parameters():
-        avg, old = trainer.optimizer.state[p]["exp_avg"], seen[n]
-        assert p in {q for g in trainer.optimizer.param_groups for q in g["params"]}
-        part = tuple(slice(0, s) for s in old.shape)
-        assert torch.equal(avg[part], old), n
-        if avg.shape != old.shape:
-            grown += 1
-            rest = avg.clone()
-            rest[part] = 0
-            assert not rest.any(), n  # the new entries start at zero
+        assert id(p) in held, n
+        grown += check_old_slice_kept(trainer, seen, n, p)
     assert grown > 10
     trainer.run_epoch(2)  # the ramp runs and folds inside this epoch (3 of its 5 steps)
     assert not trainer.model.ramps and trainer.method.trajectory[-1]["folded"] == "m0"

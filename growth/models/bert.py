@@ -163,7 +163,7 @@ class Bert(TransformerArch):
         """hidden += n: every tensor with the hidden dim is replaced by a larger one (old entries first, new
         ones normal 0.02 / bias 0 / LayerNorm 1, 0; the pad token's new dims 0). The config follows."""
         d, zero = self.hidden + n, nn.init.zeros_
-        w = Widener(self, lambda t: nn.init.normal_(t, std=0.02))
+        w = Widener(self, self.weight_init)
         emb = self.bert.embeddings
         for table in (emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings):
             w.param(table, "weight", {1: d})
@@ -191,19 +191,12 @@ class Bert(TransformerArch):
             self.config.num_attention_heads = 1
         return w.replaced
 
-    def grow_ffn(self, layer, n: int) -> list:
-        """n more intermediate units in `layer` (intermediate rows, output columns): Replaced entries."""
-        w = Widener(self, lambda t: nn.init.normal_(t, std=0.02))
-        width = layer.intermediate.dense.out_features + n
-        w.linear(layer.intermediate.dense, n_out=width)
-        w.linear(layer.output.dense, n_in=width)
-        return w.replaced
-
-    def ffn_width(self, layer) -> int:
-        return layer.intermediate.dense.out_features
-
     def ffn_linears(self, layer) -> tuple[nn.Linear, nn.Linear]:
         return layer.intermediate.dense, layer.output.dense
+
+    @staticmethod
+    def weight_init(weight) -> None:
+        nn.init.normal_(weight, std=0.02)
 
     def ffn_act(self, layer):
         return layer.intermediate, "intermediate_act_fn"

@@ -24,7 +24,7 @@ from growth.errors import ConfigError
 from growth.grow.init import initialize
 from growth.models.base import SpecModel
 from growth.models.growable import GrowthResult, Site
-from growth.models.transformer_masks import Masked, MaskMixin, RampedAct
+from growth.models.transformer_masks import Masked, MaskMixin, RampedAct, Widener
 
 _ARCH = re.compile(r"^d(\d+)h(\d+)$")
 
@@ -179,9 +179,28 @@ class TransformerArch(MaskMixin, SpecModel):
             raise ValueError(f"grow: n={n!r}, needs an integer >= 1")
         return n
 
-    # ---- widths (the family gives grow_hidden, grow_ffn, ffn_width, ffn_act and attach_hidden) ---------
-    def ffn_width(self, block) -> int:
+    # ---- widths (the family gives grow_hidden, ffn_linears, ffn_act, attach_hidden and weight_init) -----
+    @staticmethod
+    def weight_init(weight) -> None:
+        """The family's init for a new Linear weight (ViT: trunc-normal 0.02, BERT: normal 0.02)."""
         raise NotImplementedError
+
+    def ffn_linears(self, block) -> tuple[nn.Linear, nn.Linear]:
+        """A layer's FFN: the Linear into the intermediate units and the one out of them."""
+        raise NotImplementedError
+
+    def ffn_width(self, block) -> int:
+        return self.ffn_linears(block)[0].out_features
+
+    def grow_ffn(self, block, n: int) -> list:
+        """n more intermediate units in `block` (rows of the first FFN Linear, columns of the second):
+        the Replaced entries."""
+        fc1, fc2 = self.ffn_linears(block)
+        w = Widener(self, self.weight_init)
+        width = fc1.out_features + n
+        w.linear(fc1, n_out=width)
+        w.linear(fc2, n_in=width)
+        return w.replaced
 
     def layer_ffn(self) -> list[int] | None:
         """Per layer FFN width, or None when every layer has the default int(hidden * mlp_ratio)."""

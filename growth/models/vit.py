@@ -237,7 +237,7 @@ class ViT(SkippableMixin, TransformerArch):
         if self.skippable:
             raise ValueError("grow_hidden: not for a skippable (ADN) ViT")
         d, zero = self.embed_dim + n, nn.init.zeros_
-        w = Widener(self, lambda t: nn.init.trunc_normal_(t, std=0.02))
+        w = Widener(self, self.weight_init)
         proj = self.patch_embed.proj
         w.param(proj, "weight", {0: d})
         w.param(proj, "bias", {0: d}, zero)
@@ -258,19 +258,12 @@ class ViT(SkippableMixin, TransformerArch):
         self.embed_dim = d
         return w.replaced
 
-    def grow_ffn(self, block, n: int) -> list:
-        """n more MLP units in `block` (fc1 rows, fc2 columns). Returns the Replaced entries."""
-        w = Widener(self, lambda t: nn.init.trunc_normal_(t, std=0.02))
-        width = block.mlp.fc1.out_features + n
-        w.linear(block.mlp.fc1, n_out=width)
-        w.linear(block.mlp.fc2, n_in=width)
-        return w.replaced
-
-    def ffn_width(self, block) -> int:
-        return block.mlp.fc1.out_features
-
     def ffn_linears(self, block) -> tuple[nn.Linear, nn.Linear]:
         return block.mlp.fc1, block.mlp.fc2
+
+    @staticmethod
+    def weight_init(weight) -> None:
+        nn.init.trunc_normal_(weight, std=0.02)
 
     def ffn_act(self, block):
         return block.mlp, "act"
