@@ -153,9 +153,12 @@ def test_sweep_files_expand_with_one_start_and_budget_per_family(name, scale):
     assert {j["method"] for j in jobs} <= known
     for model in {j["model"] for j in jobs}:
         own = [j for j in jobs if j["model"] == model]
-        growing = [j for j in own if j["method"] != "fixed"]
+        # bert2BERT widens, which no other method here can: it starts narrower (its own start, said in the
+        # table), and ends at the same max arch
+        growing = [j for j in own if j["method"] not in ("fixed", "bert2bert")]
         fixed = [j for j in own if j["method"] == "fixed"]
         assert growing and fixed, model
+        assert {j["model.max_arch"] for j in own if j["method"] == "bert2bert"} <= {growing[0]["model.max_arch"]}
         assert len({(j["model.arch"], j["model.max_arch"], j.get("grow.max_params"), j.get("data"))
                     for j in growing}) == 1, model
         assert {j["model.arch"] for j in fixed} == {growing[0]["model.max_arch"]}, model
@@ -193,6 +196,8 @@ def test_smoke_keeps_growbench_start_arch_and_budget():
     def per_family(name):
         out = {}
         for j in map(overrides, expand_jobs(load_experiment(ROOT / "experiments", name))):
+            if j["method"] == "bert2bert":  # its own, narrower start (test_sweep_files_expand_...)
+                continue
             kind = "fixed" if j["method"] == "fixed" else "growing"
             out.setdefault((j["model"], kind), set()).add(
                 tuple(j.get(k) for k in ("model.arch", "model.max_arch", "grow.max_params", "model.widths",
@@ -210,3 +215,26 @@ def test_end_of_run_report_takes_the_stacking_methods_trajectory(capsys):
     print_report({"trajectory": [{"epoch": 1, "step": 9, "arch_after": "d4h4", "params_after": 200,
                                   "max_abs_output_change": 0.2}], "status": "failed"}, ROOT)
     assert "grow_depth  all layers" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_smoke_sweep_runs_and_its_analysis_writes_every_familys_table(cli, tmp_path):
+    """`python sweep.py growbench_smoke` (what CI runs of GrowBench), then `python -m analysis` on it: every
+    job completes, and each family's table has a row for each of its methods with the fixed model's."""
+    import subprocess
+    import sys
+    out = tmp_path / "smoke"
+    proc = cli(["growbench_smoke", "--out", str(out)], script="sweep.py", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = [overrides(j) for j in expand_jobs(load_experiment(ROOT / "experiments", "growbench_smoke"))]
+    summaries = [json.loads(p.read_text()) for p in out.rglob("summary.json")]
+    assert len(summaries) == len(jobs) and all(s["status"] == "completed" for s in summaries)
+    proc = subprocess.run([sys.executable, "-m", "analysis", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for family in {j["model"] for j in jobs}:
+        md = next(out.rglob(f"growbench_{family}.md")).read_text()
+        assert next(out.rglob(f"growbench_{family}.png")).stat().st_size > 0
+        table = rows(md)
+        names = {METHODS[j["method"]].label for j in jobs if j["model"] == family}
+        assert names <= set(table), (family, names, set(table))
