@@ -34,7 +34,7 @@ import yaml
 from analysis.collect import read_config
 from analysis.cost import acc_at, curve
 from analysis.style import band, colour, new_figure, prefix, save
-from analysis.tables import mean_std, write_table
+from analysis.tables import mean_std, to_markdown, write_table
 
 BENCH = "growbench"  # the config key `bench` the sweep files set (+bench: growbench in common)
 FAMILIES = ("resnet_basic", "vgg", "mobilenet", "vit", "bert")
@@ -334,7 +334,7 @@ def growbench_tables(runs, epochs, events, out_dir) -> list:
     if epochs.empty or not is_growbench(runs):
         return []
     others = other_runs(runs)
-    paths, all_numbers = [], []
+    paths, all_numbers, summary = [], [], []
     for family in families(runs):
         numbers, ref = family_numbers(runs, epochs, events, others, family)
         note = (f"Target {ref['target'] * 100:.2f}% (fixed, mean over seeds); equal-MACs budget "
@@ -343,9 +343,29 @@ def growbench_tables(runs, epochs, events, out_dir) -> list:
         if pd.isna(ref["target"]):
             note = "No completed fixed run: no target, no speed-ups.\n\n" + note
         shown = numbers.drop(columns=[c for c in numbers.columns if c.startswith("_")])
-        paths += write_table(display_frame(numbers, ref), shown, out_dir, f"growbench_{family}", note)
+        display = display_frame(numbers, ref)
+        paths += write_table(display, shown, out_dir, f"growbench_{family}", note)
+        summary.append(summary_frame(display, family))
         paths += save(family_figure(runs, epochs, numbers, ref, family), out_dir, f"growbench_{family}")
         all_numbers.append(shown)
     csv = Path(out_dir) / "growbench.csv"
     pd.concat(all_numbers, ignore_index=True).to_csv(csv, index=False)
-    return paths + [csv]
+    md = Path(out_dir) / "growbench_summary.md"
+    md.write_text(to_markdown(pd.concat(summary, ignore_index=True)) + "\n")
+    return paths + [csv, md]
+
+
+SUMMARY = ["function-preserving (claim, measured)", "final val acc %", "training MACs (% of fixed)",
+           "(a) MACs saved", "(b) samples saved", "(c) wall-clock speed-up"]
+
+
+def summary_frame(display: pd.DataFrame, family: str) -> pd.DataFrame:
+    """One family's rows of growbench_summary.md (every family in one table, the README's): the display
+    table's columns without the per-family units (equal-MACs accuracy, MACs, params, wall time)."""
+    at_budget = next(c for c in display.columns if c.startswith("val acc % at "))
+    out = display[["method", *SUMMARY[:2]]].copy()
+    out.insert(0, "family", family)
+    out["val acc % at equal MACs"] = display[at_budget]
+    for col in SUMMARY[2:]:
+        out[col] = display[col]
+    return out

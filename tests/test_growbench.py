@@ -93,6 +93,10 @@ def test_half_the_macs_is_a_50_percent_saving(bench):
     fixed = got["fixed (final model)"]
     assert fixed["(a) MACs saved"] == "0%" and fixed["(c) wall-clock speed-up"] == "1.00x"
     assert fixed["val acc % at 3 GMACs"] == "65.00 ± 7.07"  # 0.6 and 0.7
+    # the all-families summary (the README's table): the same cells, the family first
+    line = [ln for ln in paths["growbench_summary.md"].read_text().splitlines() if "| AdaGrow " in ln][0]
+    assert [c.strip() for c in line.strip("|").split("|")] == [
+        "resnet_basic", "AdaGrow", "yes (max output change 1e-07)", "90.00", "76.67", "62%", "50%", "50%", "2.00x"]
 
 
 def test_never_reaching_gives_the_gap_and_failed_runs_are_rows(bench):
@@ -238,3 +242,10 @@ def test_the_smoke_sweep_runs_and_its_analysis_writes_every_familys_table(cli, t
         table = rows(md)
         names = {METHODS[j["method"]].label for j in jobs if j["model"] == family}
         assert names <= set(table), (family, names, set(table))
+
+
+def test_the_readme_quotes_the_measured_growbench_table():
+    """README's GrowBench table is benchmarks/growbench_summary.md as `python -m analysis` wrote it after
+    `python sweep.py growbench` (the README names the commit and machine)."""
+    table = (ROOT / "benchmarks" / "growbench_summary.md").read_text().strip()
+    assert table.count("\n") > 20 and table in (ROOT / "README.md").read_text()
