@@ -169,3 +169,14 @@ def test_job_dirs_under_the_old_names_are_renamed_so_resume_finds_them(tmp_path)
     assert adopt_legacy_dirs(jobs, tmp_path) == [(fixed["legacy_name"], fixed["name"])]
     assert job_status(tmp_path / fixed["name"]) == "completed"
     assert adopt_legacy_dirs(jobs, tmp_path) == []  # once only; a job named the same both ways is left alone
+
+
+def test_a_legacy_name_too_long_for_the_file_system_is_not_looked_up(tmp_path):
+    """growbench has 17 varying keys: its legacy names (every key, `key=null` included) pass 255 bytes,
+    and looking one up raised ENAMETOOLONG, so `sweep.py growbench --resume` crashed."""
+    from growth.sweeps import adopt_legacy_dirs
+    keys = {f"k{i}": [f"value_number_{i}", None] for i in range(17)}
+    exp = {"runs": [{"method": "adagrow", **{k: v[0] for k, v in keys.items()}}, {"method": "fixed"}], "seeds": [0]}
+    jobs = expand_jobs(exp)
+    assert max(len(j["legacy_name"]) for j in jobs) > 255
+    assert adopt_legacy_dirs(jobs, tmp_path) == []
