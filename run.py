@@ -243,6 +243,8 @@ def print_report(summary: dict, run_dir: Path) -> None:
     if summary.get("trajectory"):
         print("growth trajectory:")
         for t in summary["trajectory"]:
+            if "arch_after" not in t:  # not a growth step (e.g. MSG's mask fold-away marks)
+                continue
             # the stacking methods' entries name no kind or site (they stack every layer)
             where = t.get("where", "all layers")
             where = where if isinstance(where, str) else f"{len(where)} unit(s)"

@@ -137,7 +137,8 @@ def test_a_run_grows_once_records_it_and_resumes_exactly(tmp_path, monkeypatch):
     assert x["model"].keys() == y["model"].keys() and all(torch.equal(x["model"][k], y["model"][k]) for k in x["model"])
 
 
-def test_a_bert_run_with_aki_and_stacking_records_what_it_did(tmp_path):
+def test_a_bert_run_with_aki_and_stacking_records_what_it_did(tmp_path, capsys):
+    from run import print_report
     c = compose(**{**BASE, "model": "bert", "data": "synthetic_text", "model.arch": "d2h2", "trainer.epochs": 2,
                    "method.hidden": 24, "method.heads": "null", "method.init": "aki", "method.depth_factor": 2})
     s = run_job(c, tmp_path)
@@ -147,6 +148,8 @@ def test_a_bert_run_with_aki_and_stacking_records_what_it_did(tmp_path):
         ("hidden", "fpi", False), ("ffn", "aki", False), ("depth", "stack", False)]
     assert ev[0]["size_after"] == 24 and ev[0]["max_abs_output_change"] > 0  # 16 -> 24: not a multiple
     assert ev[2]["size_before"] == 2 and ev[2]["size_after"] == 4
+    print_report(s, tmp_path)  # run.py's end-of-run report takes the trajectory (it raised KeyError once)
+    assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  epoch ")]) == 3
 
 
 @pytest.mark.parametrize("over,key", [

@@ -230,6 +230,7 @@ def test_the_smoke_sweep_runs_and_its_analysis_writes_every_familys_table(cli, t
     out = tmp_path / "smoke"
     proc = cli(["growbench_smoke", "--out", str(out)], script="sweep.py", timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " raised: " not in proc.stdout + proc.stderr  # a job that failed after its summary (run.py's report)
     jobs = [overrides(j) for j in expand_jobs(load_experiment(ROOT / "experiments", "growbench_smoke"))]
     summaries = [json.loads(p.read_text()) for p in out.rglob("summary.json")]
     assert len(summaries) == len(jobs) and all(s["status"] == "completed" for s in summaries)

@@ -200,7 +200,8 @@ def test_bad_settings_name_the_key(over, schedule, key, tmp_path):
     assert e.value.key == key
 
 
-def test_a_bert_run_grows_all_four_dimensions_and_keeps_the_function_each_time(tmp_path):
+def test_a_bert_run_grows_all_four_dimensions_and_keeps_the_function_each_time(tmp_path, capsys):
+    from run import print_report
     c = compose(**{**BASE, "model": "bert", "data": "synthetic_text", "trainer.epochs": 5, "method.ramp_steps": 2})
     c["method"]["schedule"] = [{"at": 1, "grow": "hidden", "n": 4}, {"at": 2, "grow": "ffn", "n": 8},
                                {"at": 3, "grow": "heads", "n": 1}, {"at": 4, "grow": "depth", "n": 2}]
@@ -212,6 +213,10 @@ def test_a_bert_run_grows_all_four_dimensions_and_keeps_the_function_each_time(t
     assert all(e["function_preserving"] and e["max_abs_output_change"] < 1e-5 for e in ev)
     spec = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["arch_spec"]["kwargs"]
     assert "masks" not in spec and spec["embed_dim"] == 20 and spec["layer_ffn"] == [72, 80, 80]
+    print_report(s, tmp_path)  # run.py's end-of-run report takes msg's trajectory (it raised KeyError once)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  epoch ")]
+    assert [ln.split()[2:4] for ln in lines] == [["grow_width", "hidden"], ["grow_width", "ffn"],
+                                                 ["grow_heads", "heads"], ["grow_depth", "depth"]]
 
 
 def test_grow_unit_steps_grows_at_the_first_epoch_end_that_reaches_it(tmp_path):

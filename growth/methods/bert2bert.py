@@ -120,8 +120,10 @@ class Bert2Bert(Method):
         details = grow()
         change = (ctx.probe_output() - before[3]).abs().max().item()
         after = self.size(model, dim)
-        self.trajectory.append({"epoch": epoch, "step": ctx.step, "grow": dim, "before": before[2],
-                                "after": after, "params_after": count_params(model), "max_abs_output_change": change})
+        self.trajectory.append({"epoch": epoch, "step": ctx.step, "grow": dim, "where": dim,
+                                "kind": "grow_heads" if dim == "heads" else "grow_width", "before": before[2],
+                                "after": after, "arch_after": model.arch_string(), "params_after": count_params(model),
+                                "max_abs_output_change": change})
         return before, after, change, details
 
     def widen(self, ctx, epoch: int, dim: str, n: int) -> Event:

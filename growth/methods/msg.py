@@ -129,7 +129,8 @@ class MSG(Method):
         after = {"hidden": model.hidden_size, "ffn": [model.ffn_width(b) for b in model.blocks],
                  "heads": model.heads, "depth": model.depth}[dim]
         change = (ctx.probe_output() - out).abs().max().item()
-        self.trajectory.append({"epoch": epoch, "step": ctx.step, "grow": dim, "before": before, "after": after,
+        self.trajectory.append({"epoch": epoch, "step": ctx.step, "grow": dim, "kind": KIND[dim], "where": dim,
+                                "before": before, "after": after, "arch_after": model.arch_string(),
                                 "params_after": count_params(model), "max_abs_output_change": change})
         return Event(KIND[dim], f"+{n} {dim}", arch, model.arch_string(), params, count_params(model), change,
                      {"dimension": dim, "n": n, "size_before": before, "size_after": after, "masks": masks,
