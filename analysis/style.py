@@ -17,6 +17,15 @@ METHOD_COLOURS = {
     "reducenet": "#2ca02c",
     "sws": "#9467bd",
     "adn": "#d62728",
+    # the growth baselines GrowBench draws in one plot (a hash of the name gave G_stack and bert2BERT one green)
+    "net2net": "#8c564b",
+    "splitgrow": "#e377c2",
+    "tiny": "#bcbd22",
+    "gradmax": "#17becf",
+    "gstack": "#98df8a",
+    "stackbert": "#aec7e8",
+    "msg": "#c5b0d5",
+    "bert2bert": "#ffbb78",
 }
 _SPARE = ["#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f", "#aec7e8", "#98df8a"]
 # Groups of one method (e.g. AdaGrow per grow mode) share its colour and differ in line style and marker.

@@ -250,3 +250,9 @@ def test_the_readme_quotes_the_measured_growbench_table():
     `python sweep.py growbench` (the README names the commit and machine)."""
     table = (ROOT / "benchmarks" / "growbench_summary.md").read_text().strip()
     assert table.count("\n") > 20 and table in (ROOT / "README.md").read_text()
+
+
+def test_every_method_has_its_own_colour_in_the_plot():
+    from analysis.style import colour
+    colours = [colour(m) for m in METHODS]
+    assert len(set(colours)) == len(colours)
