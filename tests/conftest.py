@@ -150,3 +150,29 @@ def check_old_slice_kept(trainer, seen: dict, name: str, p) -> bool:
     rest[part] = 0
     assert not rest.any(), name  # the new entries start at zero
     return True
+
+
+def run_stopped_and_resumed(stopping, make_cfg, tmp_path, at, between=None) -> tuple[dict, dict]:
+    """The resume tests' three runs: uninterrupted in tmp_path/full; in tmp_path/part stopped after epoch `at`
+    (`stopping`: a StopAfter method class), `between(part_dir)` checks what it left, then resumed. Returns
+    the (full, resumed) summaries."""
+    from growth.engine.job import run_job
+    full = run_job(make_cfg(), tmp_path / "full")
+    stopping.at = at
+    assert run_job(make_cfg(), tmp_path / "part")["status"] == "interrupted"
+    if between is not None:
+        between(tmp_path / "part")
+    stopping.at = None
+    resumed = run_job(make_cfg(), tmp_path / "part")
+    assert resumed["status"] == "completed"
+    return full, resumed
+
+
+def assert_same_run(tmp_path, full: dict, resumed: dict, epochs: int, keys, fields=("val_acc", "train_loss", "lr")):
+    """tmp_path/part (resumed) has `epochs` metrics rows equal to tmp_path/full's in `fields`, and the two
+    summaries agree on `keys`."""
+    from growth.engine.record import RunRecord
+    a, b = RunRecord(tmp_path / "full").metrics(), RunRecord(tmp_path / "part").metrics()
+    assert len(b) == epochs and [tuple(r[f] for f in fields) for r in a] == [tuple(r[f] for f in fields) for r in b]
+    for key in keys:
+        assert full[key] == resumed[key], key

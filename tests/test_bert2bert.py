@@ -11,12 +11,12 @@ import torch
 
 from benchmarks.common import compose
 from growth.engine.job import prepare, run_job
-from growth.engine.record import RunRecord
 from growth.errors import ConfigError
 from growth.methods import METHODS
 from growth.methods.bert2bert import Bert2Bert
 from growth.models.transformer_fpi import split_ffn, split_heads, split_hidden
-from tests.conftest import StopAfter, check_old_slice_kept, exp_avg_across_growth
+from tests.conftest import (StopAfter, assert_same_run, check_old_slice_kept, exp_avg_across_growth,
+                            run_stopped_and_resumed)
 from tests.test_msg import build, diff, rebuild
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -113,17 +113,10 @@ def test_a_run_grows_once_records_it_and_resumes_exactly(tmp_path, monkeypatch):
     stopping = type("Stopping", (StopAfter, Bert2Bert), {})
     monkeypatch.setitem(METHODS, "bert2bert", stopping)
     two = lambda: compose(**{**BASE, "trainer.epochs": 2, "method.grow_at": 1})
-    full = run_job(two(), tmp_path / "full")
-    stopping.at = 1  # right after the growth epoch: the checkpoint holds the grown model
-    assert run_job(two(), tmp_path / "part")["status"] == "interrupted"
-    stopping.at = None
-    resumed = run_job(two(), tmp_path / "part")
-    assert full["status"] == resumed["status"] == "completed" and full["arch"] == "d2h3"
-    a, b = RunRecord(tmp_path / "full").metrics(), RunRecord(tmp_path / "part").metrics()
-    assert len(b) == 2 and [(r["val_acc"], r["train_loss"], r["lr"]) for r in a] == \
-        [(r["val_acc"], r["train_loss"], r["lr"]) for r in b]
-    for key in ("params", "test_acc", "growth_events", "trajectory"):
-        assert full[key] == resumed[key], key
+    # stopped right after the growth epoch: the checkpoint holds the grown model
+    full, resumed = run_stopped_and_resumed(stopping, two, tmp_path, 1)
+    assert full["status"] == "completed" and full["arch"] == "d2h3"
+    assert_same_run(tmp_path, full, resumed, 2, ("params", "test_acc", "growth_events", "trajectory"))
     ev = events(tmp_path / "full")
     assert ev == events(tmp_path / "part")
     assert [(e["kind"], e["dimension"], e["size_before"], e["size_after"]) for e in ev] == [

@@ -15,7 +15,7 @@ from growth.methods.gromo import GradMax, Tiny
 from growth.models import build_model
 from run import print_report
 from growth.engine.record import RunRecord
-from tests.conftest import StopAfter
+from tests.conftest import StopAfter, assert_same_run, run_stopped_and_resumed
 
 RUN = {"model": "gromo_mlp", "model.arch": "2-2", "trainer.epochs": 3, "grow.interval": 1,
        "trainer.batch_size": 64, "trainer.device": "cpu", "trainer.progress": "false"}
@@ -75,16 +75,9 @@ def test_resume_equals_an_uninterrupted_run(base, tmp_path, monkeypatch):
     stopping = type("Stopping", (StopAfter, base), {})
     monkeypatch.setitem(METHODS, base.name, stopping)
     four = lambda: cfg(base.name, **{"trainer.epochs": 4})  # growth after epoch 3 needs the method's state
-    full = run_job(four(), tmp_path / "full")
-    stopping.at = 2
-    assert run_job(four(), tmp_path / "part")["status"] == "interrupted"
-    stopping.at = None
-    resumed = run_job(four(), tmp_path / "part")
-    assert resumed["status"] == "completed"
-    a, b = RunRecord(tmp_path / "full").metrics(), RunRecord(tmp_path / "part").metrics()
-    assert len(b) == 4 and [r["val_acc"] for r in a] == [r["val_acc"] for r in b]
-    for key in ("params", "arch", "test_acc", "train_macs_total", "samples_seen", "growth_events", "trajectory"):
-        assert full[key] == resumed[key], key
+    full, resumed = run_stopped_and_resumed(stopping, four, tmp_path, 2)
+    assert_same_run(tmp_path, full, resumed, 4, ("params", "arch", "test_acc", "train_macs_total", "samples_seen",
+                                                 "growth_events", "trajectory"), fields=("val_acc",))
     assert grown(tmp_path / "full") == grown(tmp_path / "part") and len(grown(tmp_path / "full")) == 3
 
 

@@ -11,7 +11,6 @@ import torch
 
 from benchmarks.common import compose
 from growth.engine.job import prepare, run_job
-from growth.engine.record import RunRecord
 from growth.errors import ConfigError
 from growth.methods import METHODS
 from growth.methods.msg import MSG
@@ -19,7 +18,8 @@ from growth.models.bert import Bert
 from growth.models.growable import Site
 from growth.models.transformer_masks import MaskedLayerNorm, RampedAct
 from growth.models.vit import ViT
-from tests.conftest import StopAfter, check_old_slice_kept, exp_avg_across_growth
+from tests.conftest import (StopAfter, assert_same_run, check_old_slice_kept, exp_avg_across_growth,
+                            run_stopped_and_resumed)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -155,19 +155,12 @@ def test_resume_mid_ramp_equals_an_uninterrupted_run(tmp_path, monkeypatch):
         c["method"]["schedule"] = [{"at": 1, "grow": "hidden", "n": 4}]
         return c
 
-    full = run_job(three(), tmp_path / "full")
-    stopping.at = 2  # mid-ramp: the checkpoint holds the mask
-    assert run_job(three(), tmp_path / "part")["status"] == "interrupted"
-    ckpt = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=True)
-    assert 0 < ckpt["arch_spec"]["kwargs"]["masks"]["values"]["m0"] < 1
-    stopping.at = None
-    resumed = run_job(three(), tmp_path / "part")
-    assert resumed["status"] == "completed"
-    a, b = RunRecord(tmp_path / "full").metrics(), RunRecord(tmp_path / "part").metrics()
-    assert len(b) == 3 and [(r["val_acc"], r["train_loss"], r["lr"]) for r in a] == \
-        [(r["val_acc"], r["train_loss"], r["lr"]) for r in b]
-    for key in ("params", "test_acc", "growth_events", "trajectory"):
-        assert full[key] == resumed[key], key
+    def mid_ramp(part):  # stopped after epoch 2, mid-ramp: the checkpoint holds the mask
+        ckpt = torch.load(part / "checkpoints" / "last.pt", weights_only=True)
+        assert 0 < ckpt["arch_spec"]["kwargs"]["masks"]["values"]["m0"] < 1
+
+    full, resumed = run_stopped_and_resumed(stopping, three, tmp_path, 2, mid_ramp)
+    assert_same_run(tmp_path, full, resumed, 3, ("params", "test_acc", "growth_events", "trajectory"))
     assert events(tmp_path / "full") == events(tmp_path / "part")
     (ev,) = events(tmp_path / "full")
     assert ev["kind"] == "grow_width" and ev["function_preserving"] is True and ev["max_abs_output_change"] < 1e-5

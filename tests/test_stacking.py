@@ -12,7 +12,7 @@ from growth.engine.record import RunRecord
 from growth.errors import ConfigError
 from growth.methods import METHODS
 from growth.methods.stacking import GStack, StackBert
-from tests.conftest import StopAfter
+from tests.conftest import StopAfter, assert_same_run, run_stopped_and_resumed
 
 BASE = {"trainer.batch_size": 64, "trainer.device": "cpu", "trainer.progress": "false"}
 MODEL = {"vit": {"model": "vit", "model.head_dim": 8},
@@ -150,17 +150,9 @@ def test_resume_after_stacking_equals_an_uninterrupted_run(base, over, tmp_path,
     stopping = type("Stopping", (StopAfter, base), {})
     monkeypatch.setitem(METHODS, base.name, stopping)
     three = lambda: cfg("vit", base.name, **{**over, "trainer.epochs": 3})
-    full = run_job(three(), tmp_path / "full")
-    stopping.at = 1  # after the first stacking event
-    assert run_job(three(), tmp_path / "part")["status"] == "interrupted"
-    stopping.at = None
-    resumed = run_job(three(), tmp_path / "part")
-    assert resumed["status"] == "completed"
-    a, b = RunRecord(tmp_path / "full").metrics(), RunRecord(tmp_path / "part").metrics()
-    assert len(b) == 3 and [(r["val_acc"], r["train_loss"], r["lr"]) for r in a] == \
-        [(r["val_acc"], r["train_loss"], r["lr"]) for r in b]
-    for key in ("params", "arch", "test_acc", "train_macs_total", "samples_seen", "growth_events", "trajectory"):
-        assert full[key] == resumed[key], key
+    full, resumed = run_stopped_and_resumed(stopping, three, tmp_path, 1)  # after the first stacking event
+    assert_same_run(tmp_path, full, resumed, 3, ("params", "arch", "test_acc", "train_macs_total", "samples_seen",
+                                                 "growth_events", "trajectory"))
     assert grown(tmp_path / "full") == grown(tmp_path / "part")
     assert len(grown(tmp_path / "full")) == (1 if base is GStack else 2)
     ckpt = lambda d: torch.load(d / "checkpoints" / "last.pt", weights_only=True)["model"]
