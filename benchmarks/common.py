@@ -51,3 +51,28 @@ def cpu_name() -> str:
 def machine() -> dict:
     return {"device": f"cpu: {cpu_name()}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}",
             "torch": torch.__version__, "python": platform.python_version()}
+
+
+def timing_sizes(quick: bool) -> dict:
+    """(batch, repetitions) of the throughput run and of the batch-1 latency run. Batch 1 is cheap and
+    noisier per call, so it gets more repetitions."""
+    return {"batch": (8, 3), "latency": (1, 5)} if quick else {"batch": (32, 15), "latency": (1, 61)}
+
+
+def shown(ratios: dict) -> str:
+    return ", ".join(f"{f} {r:.2f}" if r else f"{f} null" for f, r in ratios.items())
+
+
+def batch_and_latency(what: str, sizes: dict, ratios: dict, details: dict) -> dict:
+    """A benchmark's entry from its per-family ratios at both sizes: the smallest is the headline."""
+    every = [r for fams in ratios.values() for r in fams.values()]
+    (big, big_reps), (_, small_reps) = sizes["batch"], sizes["latency"]
+    return {
+        "ratio": min(every) if all(every) else None,
+        "measured": (f"{what}, smallest over families and batch sizes; batch {big} (median of {big_reps} "
+                     f"interleaved): {shown(ratios['batch'])}; batch 1 (median of {small_reps}): "
+                     f"{shown(ratios['latency'])}"),
+        "ratios": ratios["batch"],
+        "ratios_batch1": ratios["latency"],
+        "details": {**details, "reps": {"batch": big_reps, "batch1": small_reps}},
+    }

@@ -15,7 +15,7 @@ import random
 
 import torch
 
-from benchmarks.common import interleave, median, ratio
+from benchmarks.common import batch_and_latency, interleave, median, ratio, timing_sizes
 from growth.blocks import RepUnit
 from growth.grow.policy import sample_kernel
 from growth.models import create_model
@@ -70,24 +70,9 @@ def measure(family: str, quick: bool, batch: int, reps: int) -> dict:
             "fused_ms": round(1e3 * t["fused"], 3), "batch": len(x), "model": note, "max_abs_diff": diff}
 
 
-def shown(ratios: dict) -> str:
-    return ", ".join(f"{f} {r:.2f}" if r else f"{f} null" for f, r in ratios.items())
-
-
 def run(quick: bool) -> dict:
-    # batch 1 is cheap and noisier per call, so it gets more repetitions
-    sizes = {"batch": (8, 3), "latency": (1, 5)} if quick else {"batch": (32, 15), "latency": (1, 61)}
+    sizes = timing_sizes(quick)
     per = {name: {f: measure(f, quick, batch, reps) for f in FAMILIES} for name, (batch, reps) in sizes.items()}
     ratios = {name: {f: r["ratio"] for f, r in fams.items()} for name, fams in per.items()}
-    every = [r for fams in ratios.values() for r in fams.values()]
-    (big, big_reps), (_, small_reps) = sizes["batch"], sizes["latency"]
-    return {
-        "ratio": min(every) if all(every) else None,
-        "measured": (f"unfused / fused inference time (eval, no grad, 32x32 images or 64 tokens), smallest over "
-                     f"families and batch sizes; batch {big} (median of {big_reps} interleaved): "
-                     f"{shown(ratios['batch'])}; batch 1 (median of {small_reps}): {shown(ratios['latency'])}"),
-        "ratios": ratios["batch"],
-        "ratios_batch1": ratios["latency"],
-        "details": {"per_family": per["batch"], "per_family_batch1": per["latency"],
-                    "reps": {"batch": big_reps, "batch1": small_reps}},
-    }
+    return batch_and_latency("unfused / fused inference time (eval, no grad, 32x32 images or 64 tokens)", sizes,
+                             ratios, {"per_family": per["batch"], "per_family_batch1": per["latency"]})

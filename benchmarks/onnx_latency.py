@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import interleave, median, ratio
+from benchmarks.common import batch_and_latency, interleave, median, ratio, timing_sizes
 from benchmarks.fused_speedup import FAMILIES, build
 from growth.export_onnx import export_onnx, run_session, session
 
@@ -45,22 +45,9 @@ def measure(family: str, quick: bool, sizes: dict) -> dict:
     return out
 
 
-def shown(ratios: dict) -> str:
-    return ", ".join(f"{f} {r:.2f}" if r else f"{f} null" for f, r in ratios.items())
-
-
 def run(quick: bool) -> dict:
-    sizes = {"batch": (8, 3), "latency": (1, 5)} if quick else {"batch": (32, 15), "latency": (1, 61)}
+    sizes = timing_sizes(quick)
     per = {f: measure(f, quick, sizes) for f in (QUICK if quick else FAMILIES)}
     ratios = {name: {f: r[name]["ratio"] for f, r in per.items()} for name in sizes}
-    every = [r for fams in ratios.values() for r in fams.values()]
-    (big, big_reps), (_, small_reps) = sizes["batch"], sizes["latency"]
-    return {
-        "ratio": min(every) if all(every) else None,
-        "measured": (f"torch eager unfused / onnxruntime fused inference time (eval, 32x32 images or 64 tokens), "
-                     f"smallest over families and batch sizes; batch {big} (median of {big_reps} interleaved): "
-                     f"{shown(ratios['batch'])}; batch 1 (median of {small_reps}): {shown(ratios['latency'])}"),
-        "ratios": ratios["batch"],
-        "ratios_batch1": ratios["latency"],
-        "details": {"per_family": per, "reps": {"batch": big_reps, "batch1": small_reps}},
-    }
+    return batch_and_latency("torch eager unfused / onnxruntime fused inference time (eval, 32x32 images or "
+                             "64 tokens)", sizes, ratios, {"per_family": per})
