@@ -291,9 +291,11 @@ def test_imagenet_experiments_hold_the_original_recipes():
     o = r50["optim"]  # --opt sgd --lr 0.1 --momentum 0.9 --wd 1e-4 --norm-weight-decay 0 --bias-weight-decay 0
     assert (o["name"], o["lr"], o["momentum"], o["weight_decay"], o["no_decay_norm_bias"]) == ("sgd", 0.1, 0.9, 1e-4, True)
     assert r50["trainer"]["epochs"] == 150 and r50["trainer"]["label_smoothing"] == 0.0
+    assert (o["schedule"], o["milestones"], o["gamma"], o["warmup_epochs"]) == ("multistep", [60, 100, 140], 0.1, 0)
     o = mb["optim"]  # --lr 0.1 --wd 1e-5 on every parameter, 300 epochs
     assert (o["name"], o["lr"], o["weight_decay"], o["no_decay_norm_bias"]) == ("sgd", 0.1, 1e-5, False)
     assert mb["trainer"]["epochs"] == 300
+    assert (o["schedule"], o["milestones"], o["gamma"]) == ("multistep", [150, 225, 285], 0.1)
     o, t = vit["optim"], vit["trainer"]  # adamw lr 7.5e-4 wd 0.2, warmup 30, ls 0.11, clip 1, 300 epochs
     assert (o["name"], o["lr"], o["weight_decay"], o["warmup_epochs"], o["schedule"]) == ("adamw", 7.5e-4, 0.2, 30, "cosine")
     assert (t["epochs"], t["label_smoothing"], t["grad_clip"]) == (300, 0.11, 1.0)

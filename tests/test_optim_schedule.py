@@ -85,3 +85,31 @@ def test_bad_optimizer_and_schedule():
         build_optimizer(_model(), {**CFG, "name": "lion"})
     with pytest.raises(ConfigError, match="optim.schedule='step'"):
         Schedule(build_optimizer(_model(), CFG), 10, {**CFG, "schedule": "step"}, 5)
+
+
+def test_multistep_schedule_steps_per_epoch_after_warmup_and_resumes():
+    """torchvision's MultiStepLR, stepped once an epoch: x gamma at each milestone epoch (counted from the
+    warmup's end), a pure function of the step, so a reloaded state gives the same lr."""
+    cfg = {**CFG, "schedule": "multistep", "milestones": [2, 4], "gamma": 0.1, "warmup_epochs": 1}
+    s = Schedule(build_optimizer(_model(), cfg), 100, cfg, steps_per_epoch=10)
+    lrs = []
+    for _ in range(70):
+        lrs.append(s.lr)
+        s.step()
+    base = CFG["lr"]
+    assert lrs[0] == pytest.approx(base / 10) and lrs[9] == pytest.approx(base)  # warmup epoch 0
+    assert lrs[10] == lrs[29] == pytest.approx(base)                           # epochs 1-2: 0-1 after warmup
+    assert lrs[30] == lrs[49] == pytest.approx(base * 0.1)                     # 2 epochs after warmup
+    assert lrs[50] == lrs[69] == pytest.approx(base * 0.01)
+    again = Schedule(build_optimizer(_model(), cfg), 100, cfg, 10)
+    again.load_state_dict(s.state_dict())
+    assert again.lr == pytest.approx(s.lr)
+
+
+@pytest.mark.parametrize("bad", [{"milestones": None}, {"milestones": [5, 3]}, {"milestones": [0]},
+                                 {"milestones": [2], "gamma": 0}, {"milestones": [2], "gamma": 1.5}])
+def test_multistep_needs_increasing_milestones_and_a_gamma(bad):
+    cfg = {**CFG, "schedule": "multistep", **bad}
+    key = "optim.gamma" if "gamma" in bad else "optim.milestones"
+    with pytest.raises(ConfigError, match=key):
+        Schedule(build_optimizer(_model(), cfg), 10, cfg, 5)

@@ -53,6 +53,7 @@ MORE = {
     "grow.max_events": {"int"},
     "grow.seed": {"int"},
     "optim.weight_decay_end": {"float"},
+    "optim.milestones": {"list"},                    # null | epochs (schedule=multistep)
     "optim.lr_scale_batch": {"int"},                 # null | a reference batch size
     # recipe keys that some recipes set and others leave null: both, whichever option the config uses
     "recipe.train_size": {"int", "null"},            # null (data.image_size) | pixels
