@@ -105,7 +105,7 @@ def print_status(name: str, jobs, sweep_dir: Path) -> int:
                                                             if slurm else []))
     headers = ["job", "state", "epoch", "val_acc"] + (["slurm_job", "slurm_state"] if slurm else [])
     print(f"sweep {name}: {len(jobs)} jobs in {sweep_dir}")
-    print(tabulate(table, headers=headers, tablefmt="simple"))
+    print(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
     counts = count_states(rows)
     print(", ".join(f"{n} {state}" for state, n in counts.items()))
     return 0

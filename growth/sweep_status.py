@@ -116,11 +116,11 @@ def query_slurm(ids) -> dict[str, str] | None:
         jid, _, state = line.strip().partition("|")
         if jid in ids:
             states[jid] = state
-    rest = sorted(ids - set(states))
+    rest = sorted(ids - set(states))  # squeue's answer wins: sacct may lag behind a requeue
     ended = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(rest)]) if rest else None
     for line in (ended or "").splitlines():
         fields = line.strip().split("|")
-        if len(fields) >= 2 and fields[0] in ids and fields[1]:
+        if len(fields) >= 2 and fields[0] in rest and fields[1]:
             states[fields[0]] = fields[1].split()[0]  # "CANCELLED by 1000" -> CANCELLED
     return states
 
