@@ -28,7 +28,8 @@ from growth.errors import ConfigError
 from growth.sweeps import job_status
 
 STATES = ("done", "running", "pending", "failed", "interrupted")
-SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "RESIZING"}
+# Not COMPLETING or STAGE_OUT: the job's processes have ended then (a cancelled job passes through them)
+SLURM_RUNNING = {"RUNNING", "CONFIGURING", "SIGNALING", "SUSPENDED", "RESIZING"}
 SLURM_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 
 
