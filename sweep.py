@@ -7,10 +7,16 @@
     python sweep.py adagrow_modes --resume           # launch only the jobs without a completed record
     python sweep.py adagrow_modes --scale cifar      # the same grid at CIFAR scale
     python sweep.py adagrow_modes trainer.epochs=3   # extra overrides for every job
+    python sweep.py adagrow_modes --status           # one table of every job's state; launches nothing
 
 Every job runs in outputs/sweeps/NAME/<job name>/ (a stable name made of the keys that vary), so a
 requeued or resumed job finds its own checkpoint. When the jobs end, results.csv and results.md are
-written at the sweep root, and failed jobs are listed.
+written at the sweep root, and failed jobs are listed. A sweep run here prints one progress line as
+each job starts and ends.
+
+--status reads the run records and, on SLURM, squeue/sacct: every job's state (done, running, pending,
+failed, interrupted; growth/sweep_status.py says how each is told), epoch reached, last val acc and its
+SLURM job id and state. It exits 0 whatever the jobs' states (it reports; the table says what failed).
 """
 import argparse
 import subprocess
@@ -18,8 +24,10 @@ import sys
 from pathlib import Path
 
 import yaml
+from tabulate import tabulate
 
 from analysis.sweeps import summarize_sweep
+from growth.sweep_status import count_states, sweep_status
 from growth.sweeps import adopt_legacy_dirs, expand_jobs, job_status, load_experiment
 from run import preflight
 
@@ -34,6 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--launcher", default="local", choices=sorted(LAUNCHERS))
     p.add_argument("--dry-run", action="store_true", help="print the jobs and their count, launch nothing")
     p.add_argument("--resume", action="store_true", help="launch only jobs without a completed run record")
+    p.add_argument("--status", action="store_true", help="print every job's state, launch nothing")
     p.add_argument("--scale", default=None, help="a named override set of the experiment (e.g. cifar)")
     p.add_argument("--out", default=None, help="sweep directory (default outputs/sweeps/NAME)")
     p.add_argument("--experiments", default=str(ROOT / "experiments"), help="where NAME.yaml lives")
@@ -52,11 +61,13 @@ def main(argv=None) -> int:
         jobs = expand_jobs(exp, scale=args.scale)
     except ValueError as e:
         fail(str(e))
+    sweep_dir = Path(args.out or ROOT / "outputs" / "sweeps" / args.name)
+    if args.status:  # no preflight: the status of a sweep is read, its configs are not built
+        return print_status(args.name, jobs, sweep_dir)
     for job in jobs:
         problem = preflight(job["overrides"] + args.overrides)
         if problem:
             fail(f"in job {job['name']}: {problem}")
-    sweep_dir = Path(args.out or ROOT / "outputs" / "sweeps" / args.name)
     if not args.dry_run:
         for old, new in adopt_legacy_dirs(jobs, sweep_dir):
             print(f"renamed {old} -> {new} (today's job names leave out keys a job does not set)")
@@ -81,6 +92,23 @@ def main(argv=None) -> int:
     else:
         print("nothing to launch: every job has a completed run record")
     return report(jobs, sweep_dir, exp)
+
+
+def print_status(name: str, jobs, sweep_dir: Path) -> int:
+    rows = sweep_status(sweep_dir, jobs)
+    slurm = any(r["slurm_id"] for r in rows)
+    table = []
+    for r in rows:
+        epoch = "" if r["epoch"] is None else f"{r['epoch']}/{r['epochs']}" if r["epochs"] else str(r["epoch"])
+        acc = "" if r["val_acc"] is None else f"{r['val_acc']:.4f}"
+        table.append([r["name"], r["state"], epoch, acc] + ([r["slurm_id"] or "", r["slurm_state"] or ""]
+                                                            if slurm else []))
+    headers = ["job", "state", "epoch", "val_acc"] + (["slurm_job", "slurm_state"] if slurm else [])
+    print(f"sweep {name}: {len(jobs)} jobs in {sweep_dir}")
+    print(tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True))
+    counts = count_states(rows)
+    print(", ".join(f"{n} {state}" for state, n in counts.items()))
+    return 0
 
 
 def launch(jobs, sweep_dir: Path, args) -> int:

@@ -109,6 +109,12 @@ def test_failing_job_is_reported_and_the_others_finish(cli, tmp_path):
     assert sorted(df["status"]) == ["completed", "completed", "failed", "failed"]
     assert set(df[df["status"] == "failed"]["optim.lr"].astype(float)) == {1e12}
     assert proc.stdout.count("FAILED optim.lr=1000000000000.0") == 2 and "loss became nan" in proc.stdout
+    # a progress line as each job starts and ends
+    assert "[0/4 ended] starting optim.lr=0.1,seed=0" in proc.stdout
+    assert "[3/4 ended: 2 completed, 1 failed] starting optim.lr=1000000000000.0,seed=1" in proc.stdout
+    assert "[4/4 ended: 2 completed, 2 failed] optim.lr=1000000000000.0,seed=1: failed" in proc.stdout
+    status = cli(["mixed", "--experiments", str(tmp_path), "--out", str(out), "--status"], script="sweep.py")
+    assert status.returncode == 0 and "2 done, 0 running, 0 pending, 2 failed, 0 interrupted" in status.stdout
     md = (out / "results.md").read_text()
     table = [ln for ln in md.splitlines() if ln.startswith("|")]
     assert len(table) == 3  # header, rule, one row: only the completed lr=0.1 jobs, n=2

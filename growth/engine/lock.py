@@ -15,9 +15,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from growth.engine.io import atomic_write_json
 from growth.errors import RunDirBusy
 
 LOCK_FILE = "run.lock"
+# The SLURM job that last held the directory. run.lock is emptied on release, so without this a finished
+# run would no longer say which job ran it (sweep.py --status shows it).
+SLURM_RECORD = "slurm.json"
 LIVE_SLURM_STATES = {"RUNNING", "PENDING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED", "RESIZING",
                      "SIGNALING", "STAGE_OUT"}
 
@@ -88,10 +92,14 @@ class RunDirLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
             self._refuse(holder)
+        me = _me()
         os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(_me()) + "\n").encode(), 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
         os.fsync(fd)
         self.fd = fd
+        if me["slurm_job_id"]:
+            atomic_write_json(self.path.parent / SLURM_RECORD,
+                              {**me, "slurm_job_id_raw": os.environ.get("SLURM_JOB_ID")})
 
     def _refuse(self, holder: dict) -> None:
         raise RunDirBusy("hydra.run.dir", str(self.path.parent),

@@ -43,6 +43,9 @@ def test_sweep_runs_as_one_job_array(slurm_cluster, tmp_path):
     for job in df["job"]:
         summary = json.loads((out / job / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["versions"]["slurm_job_id"]
+        # the job's own record of its array task, kept after the run released the directory
+        task = json.loads((out / job / "slurm.json").read_text())["slurm_job_id"]
+        assert task.split("_")[0] == array_id and task in tasks
 
 
 SLOW_JOB = """
