@@ -13,7 +13,6 @@ SLURM job takes the directory; run.lock while it is held) or, before the job sta
 task folders (.submitit/ARRAY_TASK) of the array launched with the current jobs.yaml: task i is job i.
 The scheduler is asked through `query(ids) -> {id: state}`, None when there is none (no squeue here).
 """
-import json
 import os
 import re
 import socket
@@ -23,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from growth.engine.io import read_jsonl
-from growth.engine.lock import LOCK_FILE, SLURM_RECORD
+from growth.engine.lock import LOCK_FILE, SLURM_RECORD, read_record
 from growth.errors import ConfigError
 from growth.sweeps import job_status
 
@@ -31,13 +30,6 @@ STATES = ("done", "running", "pending", "failed", "interrupted")
 # Not COMPLETING or STAGE_OUT: the job's processes have ended then (a cancelled job passes through them)
 SLURM_RUNNING = {"RUNNING", "CONFIGURING", "SIGNALING", "SUSPENDED", "RESIZING"}
 SLURM_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text() or "{}")
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def holder_alive(holder: dict) -> bool | None:
@@ -90,8 +82,8 @@ def slurm_ids(sweep_dir, jobs) -> dict[str, str]:
             ids[name] = task
     for job in jobs:
         run_dir = sweep_dir / job["name"]
-        own = (_read_json(run_dir / LOCK_FILE).get("slurm_job_id")
-               or _read_json(run_dir / SLURM_RECORD).get("slurm_job_id"))
+        own = (read_record(run_dir / LOCK_FILE).get("slurm_job_id")
+               or read_record(run_dir / SLURM_RECORD).get("slurm_job_id"))
         if own:
             ids[job["name"]] = own
     return ids
@@ -150,7 +142,7 @@ def job_state(run_dir, slurm_state: str | None, scheduler: bool) -> str:
     status = job_status(run_dir)
     if status == "completed":
         return "done"
-    alive = holder_alive(_read_json(run_dir / LOCK_FILE))
+    alive = holder_alive(read_record(run_dir / LOCK_FILE))
     if alive or slurm_state in SLURM_RUNNING or (alive is None and not scheduler):
         return "running"
     if slurm_state in SLURM_PENDING:
@@ -173,7 +165,7 @@ def sweep_status(sweep_dir, jobs, query=query_slurm) -> list[dict]:
         run_dir = sweep_dir / job["name"]
         sid = ids.get(job["name"])
         sstate = (states or {}).get(sid) if sid else None
-        summary = _read_json(run_dir / "summary.json")
+        summary = read_record(run_dir / "summary.json")
         row = {"name": job["name"], "state": job_state(run_dir, sstate, states is not None),
                **progress(run_dir), "slurm_id": sid, "slurm_state": sstate}
         if summary.get("final_val_acc") is not None:

@@ -65,7 +65,8 @@ def _holder_alive_elsewhere(holder: dict) -> bool:
     return bool(_slurm_job_alive(job))
 
 
-def _read(path: Path) -> dict:
+def read_record(path: Path) -> dict:
+    """A small JSON record (run.lock, slurm.json); {} when absent, empty or cut by a kill."""
     try:
         return json.loads(path.read_text() or "{}")
     except (OSError, json.JSONDecodeError):
@@ -86,8 +87,8 @@ class RunDirLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            self._refuse(_read(self.path))
-        holder = _read(self.path)
+            self._refuse(read_record(self.path))
+        holder = read_record(self.path)
         if _holder_alive_elsewhere(holder):
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

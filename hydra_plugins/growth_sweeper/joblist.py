@@ -17,10 +17,10 @@ from typing import Any, List
 import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobStatus
-
-from growth.sweeps import job_status
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
+
+from growth.sweeps import job_status
 
 log = logging.getLogger(__name__)
 
