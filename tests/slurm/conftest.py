@@ -151,7 +151,13 @@ class SlurmCluster:
         return path.read_text() if path.exists() else ""
 
     def start_now(self, job_id: str | int) -> None:
-        """Let a requeued job (PENDING, reason BeginTime, ~2 min hold) start at once."""
+        """Let a requeued job (PENDING, reason BeginTime, ~2 min hold) start at once.
+
+        slurmd keeps the old run's credential revoked with a time stamp in whole seconds, and refuses
+        a launch whose credential is not newer ("Job credential revoked", the job FAILS): a restart in
+        the same second as the requeue hits that, one under a loaded CI machine misses it. So the
+        restart waits until two whole seconds have passed since the requeue."""
+        time.sleep(2.0)
         self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
 
     def wait_state(self, job_id: str | int, states=("COMPLETED",), timeout: float = 60) -> dict:

@@ -51,6 +51,15 @@ class StepCounter(submitit.helpers.Checkpointable):
         return state
 
 
+def _why(info, job, state_file, cluster):
+    """The job's record, its own output and the daemons' logs, for a failure message."""
+    parts = [f"{k}={info.get(k)}" for k in ("JobState", "ExitCode", "Restarts", "Reason")]
+    for path in (job.paths.stdout, job.paths.stderr, state_file):
+        text = Path(path).read_text() if Path(path).exists() else "(missing)"
+        parts.append(f"===== {path} =====\n{text[-3000:]}")
+    return "\n".join(parts + [cluster.logs()])
+
+
 @pytest.fixture
 def executor(slurm_cluster, tmp_path, monkeypatch):
     # Jobs unpickle the functions above by reference: make this repo importable whatever the cwd.
@@ -118,7 +127,7 @@ def test_checkpointable_preempted_and_resumed(slurm_cluster, executor, tmp_path)
     slurm_cluster.start_now(job.job_id)
 
     info = slurm_cluster.wait_state(job.job_id, ("COMPLETED", "FAILED", "CANCELLED"), timeout=90)
-    assert info["JobState"] == "COMPLETED", info
+    assert info["JobState"] == "COMPLETED", _why(info, job, state_file, slurm_cluster)
     assert info["Restarts"] == "1"
     result = job.result()
     assert result["step"] == 12
