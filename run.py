@@ -26,6 +26,8 @@ def preflight(argv: list[str]) -> str | None:
         key = key.lstrip("+~")
         if not sep or key.startswith("hydra") or "." in key or not (CONF / key).is_dir():
             continue
+        listed = value.startswith("[") and value.endswith("]")  # logger=[tensorboard,mlflow]: several at once
+        value = value[1:-1] if listed else value
         if any(c in value for c in "()$[]{}*") or value in ("", "null"):
             continue
         allowed = _group_options(key)

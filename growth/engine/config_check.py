@@ -137,9 +137,14 @@ def _read(path: Path) -> dict:
     """path -> [(kind, default)] of one YAML file; a group file's keys sit under the group's name
     unless it is `# @package _global_` (then its sections are top-level keys, as in config.yaml)."""
     text = path.read_text()
-    top = path.parent == CONF or any(line.startswith("# @package _global_") for line in text.splitlines()[:3])
-    out = {} if top else {path.parent.name: [("dict", None)]}
-    _walk(yaml.safe_load(text) or {}, "" if top else f"{path.parent.name}.", out)
+    header = [line.split()[2] for line in text.splitlines()[:3] if line.startswith("# @package ")]
+    package = header[0] if header else path.parent.name  # conf/logger: `# @package logger.tensorboard`
+    top = path.parent == CONF or package == "_global_"
+    out = {}
+    if not top:
+        for i in range(1, package.count(".") + 2):  # logger and logger.tensorboard are sections
+            out[".".join(package.split(".")[:i])] = [("dict", None)]
+    _walk(yaml.safe_load(text) or {}, "" if top else f"{package}.", out)
     return out
 
 
@@ -168,7 +173,9 @@ def default_kinds(cfg: dict) -> dict:
     if not (CONF / "config.yaml").is_file():
         return {}  # growth/ without its conf/ folder (installed elsewhere): nothing to compare against
     found = {}
-    for path in [CONF / "config.yaml", *(p for g in GROUPS for p in _option_files(cfg, g))]:
+    loggers = cfg.get("logger") if isinstance(cfg.get("logger"), dict) else {}  # several options at once
+    chosen = [CONF / "logger" / f"{name}.yaml" for name in loggers if (CONF / "logger" / f"{name}.yaml").is_file()]
+    for path in [CONF / "config.yaml", *(p for g in GROUPS for p in _option_files(cfg, g)), *chosen]:
         for key, kinds in _read(path).items():
             found.setdefault(key, []).extend(kinds)
     allowed = {}
