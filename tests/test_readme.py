@@ -75,7 +75,8 @@ def _stand_ins(over: dict, tmp_path, request) -> dict:
 
 
 @pytest.mark.parametrize("args", [a for a in RUNS if "-m" not in a], ids=" ".join)
-def test_every_run_command_composes_and_passes_the_checks_before_training(args, tmp_path, request):
+def test_every_run_command_composes_and_passes_the_checks_before_training(args, tmp_path, request, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # what a command writes beside it (logger=mlflow: outputs/mlflow.db) stays here
     over = _overrides(args)
     cfg = compose(**over)  # the config exactly as the command gives it
     if cfg["trainer"]["device"] == "cuda" and not torch.cuda.is_available():
@@ -88,6 +89,7 @@ def test_every_run_command_composes_and_passes_the_checks_before_training(args, 
         stand_in = stand_in.replace(json.dumps(on_disk[key]), json.dumps(over[key]))
     assert stand_in == json.dumps(cfg)
     trainer, _ = prepare(compose(**on_disk), tmp_path / "run")  # raises ConfigError on a value the growth side rejects
+    trainer.trackers.close()  # logger=...: its tracker run was opened
     if "trainer.resume" in over:
         src = torch.load(on_disk["trainer.resume"], weights_only=False)["model"]
         assert all(torch.equal(v, src[k]) for k, v in trainer.model.state_dict().items())  # it did load

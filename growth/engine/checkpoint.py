@@ -14,17 +14,19 @@ EVERY_HELP = "allowed: null (at each epoch's end), a number of steps (e.g. 500) 
 
 
 def save_checkpoint(path, *, model, optimizer, schedule, method, epoch, step, counters, rng,
-                    model_replaced: bool = False, configured_spec=None, in_epoch=None, ema=None) -> None:
+                    model_replaced: bool = False, configured_spec=None, in_epoch=None, ema=None,
+                    trackers=None) -> None:
     """`epoch`: epochs finished. `in_epoch`: None at an epoch's end; inside one, the batch reached and the
     epoch's running sums (a step checkpoint: preemption or trainer.checkpoint_every). `ema`: the model
-    EMA's state dict (recipe.ema), or None."""
+    EMA's state dict (recipe.ema), or None. `trackers`: each logger's run id (conf/logger), so a resume
+    continues the same tracker runs."""
     atomic_torch_save(path, {
         "format": FORMAT, "arch_spec": model.arch_spec(), "model": model.state_dict(),
         "model_replaced": model_replaced, "configured_spec": configured_spec,
         "optimizer": optimizer.state_dict(), "optimizer_param_names": group_param_names(optimizer, model),
         "schedule": schedule.state_dict(),
         "method": method.state_dict(), "epoch": epoch, "step": step, "counters": counters, "rng": rng,
-        "in_epoch": in_epoch, **({} if ema is None else {"ema": ema})})
+        "in_epoch": in_epoch, **({} if ema is None else {"ema": ema}), **({"trackers": trackers} if trackers else {})})
 
 
 def parse_every(value) -> tuple[str, float] | None:

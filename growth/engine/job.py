@@ -20,6 +20,7 @@ from growth.engine.env import apply_threads, reproducibility
 from growth.engine.lock import RunDirLock
 from growth.engine.optim import scale_lr
 from growth.engine.record import RunRecord
+from growth.engine.trackers import build_trackers, check_loggers
 from growth.engine.trainer import Trainer
 from growth.errors import ConfigError, Interrupted, RunDirBusy, TrainingDiverged
 from growth.export import check_format as check_export_format
@@ -30,6 +31,7 @@ from growth.models import build_model, model_from_spec, saved
 from growth.quantize import check_mode as check_quantize
 
 log = logging.getLogger("growth")
+TRACKED_FILES = ("summary", "metrics", "events", "config", "deploy", "onnx")  # the loggers' artifacts, if present
 
 
 def _positive_int(cfg: dict, key: str, full: str) -> int:
@@ -50,6 +52,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError("trainer.compile", t["compile"], "allowed: true, false")
     check_export_format(t.get("export"))
     check_quantize(t)
+    check_loggers(cfg)
     check_types(cfg)  # every other key against the type of its default in conf/
 
 
@@ -210,8 +213,13 @@ def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
         log.info("resumed from %s at epoch %d (step %d%s)", ckpt_path, trainer.epoch, trainer.step, inside)
     else:
         record.truncate_after(0)  # stale rows from a run that died before its first checkpoint
+    # Trackers (rank 0): a resume of this directory continues their runs; a seed from elsewhere does not.
+    trainer.trackers = build_trackers(cfg, run_dir, info.is_main)
+    trainer.trackers.start(trainer.tracker_states if own else None, trainer.step, record)
     if changes:
-        record.add_event(_config_event(trainer, changes))
+        row = _config_event(trainer, changes)
+        record.add_event(row)
+        trainer.trackers.event(row)
         log.warning("config changed (trainer.on_config_change=continue): %s", config_diff.describe(changes))
     if record.write:
         config_diff.write_config(record.path("config"), cfg)
@@ -349,10 +357,12 @@ def _train(cfg: dict, trainer: Trainer, record: RunRecord) -> dict:
             log.warning("run interrupted: %s (resume by running the same command)", error)
         summary = _summary(cfg, trainer, status, error, extras, time.perf_counter() - t0)
         record.write_summary(summary)
+        trainer.trackers.end(summary, [record.path(n) for n in TRACKED_FILES])
         if status == "interrupted":
             signals.hand_over()  # under submitit: requeue and exit; the record is complete by now
         return summary
     finally:
+        trainer.trackers.close()  # after a crash too: flushed, resumable (a no-op once they ended)
         signals.restore()
 
 

@@ -18,6 +18,7 @@ from growth.engine.env import rng_state, set_rng_state
 from growth.engine.mixup import Mixer, mixup_active
 from growth.engine.optim import add_params, build_optimizer, copy_state, replace_params, restore_group_order
 from growth.engine.schedule import Schedule
+from growth.engine.trackers import Trackers
 from growth.errors import ConfigError, Interrupted, TrainingDiverged
 from growth.losses import hard_labels
 from growth.measure import count_params, forward_macs, train_step_macs
@@ -60,6 +61,8 @@ class Trainer:
         self.train_model = None
         self.compile = bool(trainer_cfg.get("compile", False))
         self.ctx = RunContext(self)  # what the method's hooks see of this run
+        self.trackers = Trackers()  # conf/logger: set by the job (rank 0), none by default
+        self.tracker_states = None  # the trackers' run ids from a loaded checkpoint
         self.mixer = self._mixer(seed)
         ema = ema_config(self.recipe, int(trainer_cfg["batch_size"]) * self.dist.world, self.epochs)
         self.ema = ModelEma(self.model, ema) if ema else None
@@ -153,7 +156,8 @@ class Trainer:
                         schedule=self.schedule, method=self.method, epoch=self.epoch, step=self.step,
                         counters=self.counters, rng=rng_state(), model_replaced=self.model_replaced,
                         configured_spec=self.configured_spec, in_epoch=in_epoch,
-                        ema=None if self.ema is None else self.ema.state_dict())
+                        ema=None if self.ema is None else self.ema.state_dict(),
+                        trackers=self.trackers.state_dict())
 
     def load(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -169,6 +173,7 @@ class Trainer:
         self.model_replaced = bool(ckpt.get("model_replaced", False))
         self.configured_spec = ckpt.get("configured_spec", self.configured_spec)
         self.resume_point = ckpt.get("in_epoch")
+        self.tracker_states = ckpt.get("trackers")  # None in checkpoints from before the trackers
         set_rng_state(ckpt["rng"])
 
     # ---- loop ---------------------------------------------------------------------------------
@@ -234,6 +239,8 @@ class Trainer:
             state["correct"] += (logits.argmax(1) == hard_labels(y)).sum()
             state["seen"] += len(y)
             state["batch"] += 1
+            if self.trackers.wants_step(self.step):  # one host sync every N steps, only with a logger on
+                self.trackers.step_scalars({"step/train_loss": loss.item(), "step/lr": self.schedule.lr}, self.step)
         dist.sync_buffers(self.model, self.dist)
         seen_t = torch.tensor(float(state["seen"]), device=self.device)
         loss_sum, correct, seen_t = dist.all_sum(self.dist, state["loss_sum"], state["correct"].float(), seen_t)
@@ -311,10 +318,11 @@ class Trainer:
                "params": sizes["params"], "deploy_params": sizes["deploy_params"], "macs": sizes["macs"],
                "train_loss": tr["train_loss"], "train_acc": tr["train_acc"], "val_loss": va["loss"],
                "val_acc": va["acc"], "lr": lr, "epoch_time_s": dt, "samples_seen": c["samples_seen"],
-               "train_macs_cum": c["train_macs_cum"]}
+               "train_macs_cum": c["train_macs_cum"], "step": self.step}
         if ve is not None:  # the EMA's val numbers beside the raw model's; resets: EMA restarts so far
             row.update(val_loss_ema=ve["loss"], val_acc_ema=ve["acc"], ema_resets=c.get("ema_resets", 0))
         self.record.add_metrics(row)
+        self.trackers.epoch(row, self.step)
         ema = "" if ve is None else f" | ema val loss {ve['loss']:.4f} acc {ve['acc']:.4f}"
         log.info("epoch %d/%d %s arch %s params %s | train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | "
                  "lr %.2e | %.1fs", epoch, self.epochs, row["phase"], row["arch"], f"{row['params']:,}",
@@ -360,8 +368,9 @@ class Trainer:
         # it), by the main rank, straight to the record: it changes nothing, and an emitted event would make
         # that rank alone re-wrap DDP and wait in a collective the others never join.
         elif ctx.writes and not any(e["kind"] == "phase_start" for e in ctx.events()):
-            self.record.add_event(Event("phase_start", where, None, self.model.arch_string(), n, n,
-                                        epoch=0, step=0).row())
+            row = Event("phase_start", where, None, self.model.arch_string(), n, n, epoch=0, step=0).row()
+            self.record.add_event(row)
+            self.trackers.event(row)
 
     def call_hook(self, hook, *args):
         """Run a method hook, then do what it asked for: count the training batches it used, write its
@@ -403,6 +412,7 @@ class Trainer:
         for event in events:
             row = event.row()
             self.record.add_event(row)
+            self.trackers.event(row)
             log.info("event %s at epoch %d: %s %s -> %s, params %s -> %s", row["kind"], row["epoch"],
                      row["where"], row["arch_before"], row["arch_after"], _count(row["params_before"]),
                      _count(row["params_after"]))
