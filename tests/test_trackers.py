@@ -209,3 +209,15 @@ def test_a_default_run_imports_no_tracker(tmp_path):
             "'torch.utils.tensorboard', 'growth.engine.trackers.')) and m != 'growth.engine.trackers.base'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.stdout.split("\n")[-2] == "completed []", out.stdout + out.stderr
+
+
+def test_a_sweep_job_is_named_by_its_directory_and_grouped_by_the_sweep(tmp_path):
+    from growth.engine.trackers.base import run_info
+    cfg = tiny_cfg()
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "multirun.yaml").write_text("{}")
+    job = run_info(cfg, tmp_path / "sweep" / "3_adagrow_resnet_basic_digits_s0")
+    assert (job.name, job.group) == ("3_adagrow_resnet_basic_digits_s0", "sweep")
+    alone = run_info(cfg, tmp_path / "one")
+    assert (alone.name, alone.group) == (cfg["run_name"], None)
+    assert alone.params["optim.lr"] == cfg["optim"]["lr"] and not any(k.startswith("hydra") for k in alone.params)

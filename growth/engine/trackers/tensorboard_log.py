@@ -2,7 +2,7 @@
 
 Scalars at the global step (epoch/... each epoch, step/... every `every_n_steps`), growth events as text
 and as the scalar growth/event (1 at the event's step) drawn beside val acc in a custom-scalars chart,
-the config as hparams with the final accuracies as their metrics."""
+the config as hparams with the final accuracies and sizes as their metrics."""
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -10,7 +10,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from growth.engine.trackers.base import Tracker, event_line
 
-HPARAM_METRICS = ("final_val_acc", "best_val_acc", "test_acc")
+HPARAM_METRICS = ("final_val_acc", "best_val_acc", "test_acc", "params", "deploy_params", "train_macs_total")
 LAYOUT = {"growth": {"val acc and growth events": ["Multiline", ["epoch/val_acc", "growth/event"]],
                      "params and growth events": ["Multiline", ["epoch/params", "growth/params_after"]]}}
 
