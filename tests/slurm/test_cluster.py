@@ -89,14 +89,18 @@ def test_submitit_submit_and_array(slurm_cluster, executor):
     assert executor.cluster == "slurm"
     job = executor.submit(add, 2, 3)
     assert job.result() == 5
+    assert slurm_cluster.wait_state(job.job_id, ("COMPLETED", "FAILED", "CANCELLED"), timeout=60)["JobState"] == "COMPLETED"
     assert job.get_info(mode="force")["State"] == "COMPLETED"
-    assert slurm_cluster.scontrol_job(job.job_id)["JobState"] == "COMPLETED"
 
     executor.update_parameters(slurm_array_parallelism=2)
     jobs = executor.map_array(square, [1, 2, 3])
     base = jobs[0].job_id.split("_")[0]
     assert [j.job_id for j in jobs] == [f"{base}_{i}" for i in range(3)]
     assert [j.result() for j in jobs] == [1, 4, 9]
+    # A result is on disk before its task's processes are gone: under load scontrol still says RUNNING
+    # for a moment, so each task's end state is waited for, not read at once.
+    for j in jobs:
+        slurm_cluster.wait_state(j.job_id, ("COMPLETED", "FAILED", "CANCELLED"), timeout=60)
     tasks = slurm_cluster.scontrol_jobs(base)
     assert sorted(t["ArrayTaskId"] for t in tasks) == ["0", "1", "2"]
     assert {t["ArrayJobId"] for t in tasks} == {base}
