@@ -143,3 +143,16 @@ def test_a_bad_metric_stops_the_command_with_one_line(cli, tmp_path):
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert errors == ["error: optimized_metric='loss': allowed: final_val_acc, best_val_acc, test_acc, val_acc_at_macs"]
     assert not (tmp_path / "run" / "metrics.jsonl").exists() or not (tmp_path / "run" / "metrics.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_the_search_runs_its_trials_through_submitit_and_a_diverged_one_is_minus_inf(cli, tmp_path):
+    # a batch of 2 trials at once, each its own process (hydra/launcher=submitit_local): -inf comes back too
+    proc = cli([*SEARCH, "hydra/launcher=submitit_local", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+                "grow.interval=3", "grow.width_ratio=0.3", "optim.lr=choice(0.1,1e12)", f"hydra.sweep.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    statuses = {float(p["optim.lr"]): s["status"] for p, s in _trials(tmp_path)}
+    assert statuses == {1e12: "failed", 0.1: "completed"}
+    assert list(tmp_path.glob(".submitit/*/*_result.pkl"))  # the trials did run under submitit
+    result = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert result["best_params"] == {"optim.lr": 0.1} and result["best_value"] > 0
