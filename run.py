@@ -187,42 +187,90 @@ def _hydra_app():
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)
         multirun = hc.mode == RunMode.MULTIRUN
+        direction = study_direction(hc)  # before training: a direction we cannot serve stops here
+        plain = {}
         try:  # config_resolved.yaml is written by run_job, once it is checked against a resumed run's
-            summary = run_job(OmegaConf.to_container(cfg, resolve=True), run_dir)
+            plain = OmegaConf.to_container(cfg, resolve=True)
+            summary = run_job(plain, run_dir)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             # A busy dir is not ours to write; a dry run writes nothing but its own summary.
             record = RunRecord(run_dir, write=not isinstance(e, RunDirBusy) and not cfg.trainer.get("dry_run"))
             if record.write and not record.path("summary").exists():
                 record.write_summary({"status": "failed", "error": str(e)})
-            if multirun:  # one bad job must not stop the sweep; the summary says it failed
-                return None
-            sys.exit(2)
+            if not multirun:
+                sys.exit(2)
+            summary = {"status": "failed", "error": str(e)}  # one bad job must not stop the sweep
         except Exception as e:  # noqa: BLE001 - in a sweep, a crash is recorded, not propagated
             if not multirun:
                 raise
             import traceback
-            RunRecord(run_dir).write_summary({"status": "failed", "error": f"{type(e).__name__}: {e}",
-                                              "traceback": traceback.format_exc()})
+            summary = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+            RunRecord(run_dir).write_summary({**summary, "traceback": traceback.format_exc()})
             print(f"error: job crashed: {type(e).__name__}: {e}", file=sys.stderr)
-            return None
-        if int(os.environ.get("RANK", "0")) != 0:  # distributed: rank 0 reports
-            return summary.get("final_val_acc")
-        if summary["status"] == "dry_run":
-            print(dry_run_line(summary))
-            print(f"run record: {run_dir / 'summary.json'}")
-            return None
-        if summary.get("already_completed"):  # nothing trained, nothing rewritten
-            print(f"already completed: {status_line(summary)}\nrun record: {run_dir}")
-            return summary.get("final_val_acc")
-        print_report(summary, run_dir)
-        print(status_line(summary))
-        if summary["status"] != "completed" and not multirun:
-            print(f"error: {summary['error']}", file=sys.stderr)
-            sys.exit(1)
-        return summary.get("final_val_acc")
+        else:
+            report(summary, run_dir, multirun)
+        return sweep_value(plain, summary, run_dir, direction)
 
     return app
+
+
+def report(summary: dict, run_dir: Path, multirun: bool) -> None:
+    """What a finished job prints; a run that did not complete exits 1 outside a sweep."""
+    if int(os.environ.get("RANK", "0")) != 0:  # distributed: rank 0 reports
+        return
+    if summary["status"] == "dry_run":
+        print(dry_run_line(summary))
+        print(f"run record: {run_dir / 'summary.json'}")
+        return
+    if summary.get("already_completed"):  # nothing trained, nothing rewritten
+        print(f"already completed: {status_line(summary)}\nrun record: {run_dir}")
+        return
+    print_report(summary, run_dir)
+    print(status_line(summary))
+    if summary["status"] != "completed" and not multirun:
+        print(f"error: {summary['error']}", file=sys.stderr)
+        sys.exit(1)
+
+
+def study_direction(hc):
+    """The direction of an Optuna sweep (`hydra/sweeper=optuna`), a string or a one-item list; None under
+    any other sweeper (basic, jobs_file), which reads no return value."""
+    sweeper = hc.get("sweeper") or {}
+    if "optuna" not in str(sweeper.get("_target_", "")).lower():
+        return None
+    direction = sweeper.get("direction")
+    if isinstance(direction, str) or not hasattr(direction, "__len__"):
+        return direction
+    if len(direction) != 1:  # several objectives would need several numbers per run: not what a run returns
+        print(f"error: hydra.sweeper.direction={list(direction)}: allowed: one direction "
+              "(run.py returns one objective, optimized_metric)", file=sys.stderr)
+        sys.exit(2)
+    return direction[0]
+
+
+def sweep_value(cfg: dict, summary: dict, run_dir: Path, direction):
+    """The job's return value: its objective (optimized_metric, growth/objective.py), or None without one.
+
+    Hydra's Optuna sweeper casts every return value to float and re-raises when it cannot: one failed,
+    diverged or interrupted trial (None) would end the whole study, and no optimization_results.yaml would
+    be written. Under that sweeper a trial without an objective returns the worst value of the study's
+    direction instead (-inf for maximize, +inf for minimize), which Optuna records as a completed trial
+    that loses to every real one; its summary.json keeps the status it had. Outside Optuna a failure
+    returns None, as before."""
+    from growth import objective
+    from growth.engine.record import RunRecord
+
+    at_macs = cfg.get("optimized_metric") == "val_acc_at_macs"  # the only metric that reads metrics.jsonl
+    rows = RunRecord(run_dir, write=False).metrics() if at_macs and summary["status"] == "completed" else []
+    found = objective.value(cfg, summary, rows)
+    if direction is None:
+        return found
+    told = objective.for_study(found, direction)
+    if told != found:
+        print(f"trial failed: {objective.why_none(cfg, summary)}; returned {told} to the Optuna sweeper "
+              f"(the worst for direction {getattr(direction, 'name', direction)}), the study goes on")
+    return told
 
 
 def status_line(summary: dict) -> str:

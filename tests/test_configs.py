@@ -17,6 +17,8 @@ CASES = [(group, option) for group, options in GROUPS.items() for option in opti
 # tests/test_data.py; every experiment trains on digits in test_every_ready_made_experiment_... below.
 NEEDS_FILES = {("data", o) for o in ("cifar10", "cifar100", "svhn", "mnist", "imagefolder", "text")} | {
     ("experiment", o) for o in GROUPS["experiment"]}
+# An Optuna search (global keys and hydra.sweeper): composed here, its trials run in tests/test_optuna.py.
+SEARCHES = {("hparams_search", o) for o in GROUPS["hparams_search"]}
 # Tiny sizes per model, so that building every option stays fast; the default model is resnet_basic.
 TINY_MODEL = {
     "resnet_basic": {"model.widths": "[8,12,16]"}, "resnet_bottleneck": {"model.widths": "[8,12,16]"},
@@ -47,11 +49,13 @@ def test_compose(group, option, tmp_path):
     plain = OmegaConf.to_container(cfg, resolve=True)
     if group == "experiment":  # a ready-made combination sets keys of other groups, at the top level
         assert plain["data"]["name"] != "digits"
+    elif (group, option) in SEARCHES:  # a search sets the method and data it searches, at the top level
+        assert plain["method"]["name"] and plain["optimized_metric"]
     else:
         assert plain[group] is not None
     assert plain["trainer"]["epochs"] > 0 and isinstance(plain["seed"], int)
-    if (group, option) in NEEDS_FILES:
-        return  # built elsewhere, see NEEDS_FILES
+    if (group, option) in NEEDS_FILES | SEARCHES:
+        return  # built elsewhere, see NEEDS_FILES and SEARCHES
     # Build what the option selects: data, model, method, optimizer (prepare), then one training-mode
     # forward and backward of a real batch, so that data and model fit together.
     from benchmarks.common import compose as plain_compose

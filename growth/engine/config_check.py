@@ -49,6 +49,7 @@ MORE = {
     "data.tokenizer": {"str"},
     "data.vocab_size": {"null"},
     "data.num_classes": {"int"},                     # imagefolder, text: null (from the files) | a count
+    "optimized_budget_macs": {"float"},              # null | training MACs (optimized_metric=val_acc_at_macs)
     "grow.max_params": {"float"},
     "grow.max_events": {"int"},
     "grow.seed": {"int"},

@@ -16,6 +16,7 @@ RUNTIME_KEYS = (
     "trainer.data_on_device", "trainer.resume", "trainer.on_config_change", "trainer.checkpoint_every",
     "trainer.threads", "trainer.trust_pickles", "trainer.compile", "data.root", "data.num_workers",
     "run_name", "logger.", "hydra.", "local.",
+    "optimized_metric", "optimized_budget_macs",  # what a search is told of the run, not what it trains
 )
 POLICIES = ("error", "continue")
 

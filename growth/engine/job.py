@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from growth import objective
 from growth.data import build_data
 from growth.engine import config_diff, dist, io
 from growth.engine.checkpoint import check_compatible, load_checkpoint
@@ -53,6 +54,7 @@ def validate(cfg: dict) -> None:
     check_export_format(t.get("export"))
     check_quantize(t)
     check_loggers(cfg)
+    objective.check(cfg)  # optimized_metric: what a hyperparameter search is told (growth/objective.py)
     check_types(cfg)  # every other key against the type of its default in conf/
 
 
