@@ -21,10 +21,11 @@ run: $(STAMP)
 
 # The whole suite, slow tests included (SLURM tests start their own cluster).
 # pytest exits 5 when it collects no test: make treats that as a failure like any non-zero code.
-# JOBS xdist workers (default: one per core); --dist loadgroup keeps the SLURM tests in one worker.
+# JOBS xdist workers (default: one per core); --dist loadgroup keeps the SLURM tests in one worker;
+# --durations=30 lists the slowest tests, to keep the suite under its 30-minute budget.
 JOBS ?= $(shell env -u OMP_NUM_THREADS nproc 2>/dev/null || echo 1)
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --dist loadgroup $(ARGS)
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup --durations=30 $(ARGS)
 
 # Everything but the slow and SLURM tests, for the edit-test loop.
 test-fast: $(STAMP)

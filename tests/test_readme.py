@@ -77,6 +77,7 @@ def _stand_ins(over: dict, tmp_path, request) -> dict:
 @pytest.mark.parametrize("args", [a for a in RUNS if "-m" not in a], ids=" ".join)
 def test_every_run_command_composes_and_passes_the_checks_before_training(args, tmp_path, request, monkeypatch):
     monkeypatch.chdir(tmp_path)  # what a command writes beside it (logger=mlflow: outputs/mlflow.db) stays here
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # logger=wandb: checked and opened, no W&B service started
     over = _overrides(args)
     cfg = compose(**over)  # the config exactly as the command gives it
     if cfg["trainer"]["device"] == "cuda" and not torch.cuda.is_available():

@@ -161,6 +161,7 @@ def test_wandb_offline_files_hold_one_run_id_with_the_epochs_and_the_growth_even
 
 
 def test_a_failing_logger_warns_once_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
+    # tensorboard raises on its first scalars (a full disk); mlflow cannot even start (no such store)
     from growth.engine.trackers import tensorboard_log
     calls = []
 
@@ -168,17 +169,14 @@ def test_a_failing_logger_warns_once_and_the_run_goes_on(tmp_path, monkeypatch, 
         calls.append(step)
         raise OSError("disk full")
     monkeypatch.setattr(tensorboard_log.TensorBoardTracker, "scalars", broken)
-    cfg = tiny_cfg(logger="tensorboard", **{"logger.tensorboard.every_n_steps": 2})
+    cfg = tiny_cfg(logger="[tensorboard,mlflow]", **{"logger.tensorboard.every_n_steps": 2,
+                                                      "logger.mlflow.tracking_uri": "nosuchscheme://x"})
     with caplog.at_level("WARNING", logger="growth"):
         summary = run_job(cfg, tmp_path / "run")
     assert summary["status"] == "completed" and len(RunRecord(tmp_path / "run").metrics()) == 2
     warned = [r.message for r in caplog.records if "logger.tensorboard" in r.message]
     assert len(calls) == 1 and len(warned) == 1 and "disk full" in warned[0]
-
-
-def test_a_logger_that_cannot_start_does_not_stop_the_run(tmp_path):
-    cfg = tiny_cfg(logger="mlflow", **{"logger.mlflow.tracking_uri": "nosuchscheme://x"})
-    assert run_job(cfg, tmp_path / "run")["status"] == "completed"
+    assert len([r for r in caplog.records if "logger.mlflow" in r.message]) == 1
     assert "logger.mlflow" in (tmp_path / "run" / "train.log").read_text()
 
 
