@@ -217,11 +217,9 @@ def prepare(cfg: dict, run_dir, lock=None) -> tuple[Trainer, RunRecord]:
         record.truncate_after(0)  # stale rows from a run that died before its first checkpoint
     # Trackers (rank 0): a resume of this directory continues their runs; a seed from elsewhere does not.
     trainer.trackers = build_trackers(cfg, run_dir, info.is_main)
-    trainer.trackers.start(trainer.tracker_states if own else None, trainer.step, record)
+    trainer.trackers.start(ckpt.get("trackers") if own else None, trainer.step, record)  # None: older checkpoints
     if changes:
-        row = _config_event(trainer, changes)
-        record.add_event(row)
-        trainer.trackers.event(row)
+        trainer.add_event(_config_event(trainer, changes))
         log.warning("config changed (trainer.on_config_change=continue): %s", config_diff.describe(changes))
     if record.write:
         config_diff.write_config(record.path("config"), cfg)

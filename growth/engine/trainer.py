@@ -62,7 +62,6 @@ class Trainer:
         self.compile = bool(trainer_cfg.get("compile", False))
         self.ctx = RunContext(self)  # what the method's hooks see of this run
         self.trackers = Trackers()  # conf/logger: set by the job (rank 0), none by default
-        self.tracker_states = None  # the trackers' run ids from a loaded checkpoint
         self.mixer = self._mixer(seed)
         ema = ema_config(self.recipe, int(trainer_cfg["batch_size"]) * self.dist.world, self.epochs)
         self.ema = ModelEma(self.model, ema) if ema else None
@@ -173,7 +172,6 @@ class Trainer:
         self.model_replaced = bool(ckpt.get("model_replaced", False))
         self.configured_spec = ckpt.get("configured_spec", self.configured_spec)
         self.resume_point = ckpt.get("in_epoch")
-        self.tracker_states = ckpt.get("trackers")  # None in checkpoints from before the trackers
         set_rng_state(ckpt["rng"])
 
     # ---- loop ---------------------------------------------------------------------------------
@@ -368,9 +366,7 @@ class Trainer:
         # it), by the main rank, straight to the record: it changes nothing, and an emitted event would make
         # that rank alone re-wrap DDP and wait in a collective the others never join.
         elif ctx.writes and not any(e["kind"] == "phase_start" for e in ctx.events()):
-            row = Event("phase_start", where, None, self.model.arch_string(), n, n, epoch=0, step=0).row()
-            self.record.add_event(row)
-            self.trackers.event(row)
+            self.add_event(Event("phase_start", where, None, self.model.arch_string(), n, n, epoch=0, step=0).row())
 
     def call_hook(self, hook, *args):
         """Run a method hook, then do what it asked for: count the training batches it used, write its
@@ -407,12 +403,16 @@ class Trainer:
         log.info("ema: restarted from the current model after %s at epoch %d, step %d (arch %s); the EMA "
                  "averages from here on", why, self.epoch, self.step, self.model.arch_string())
 
+    def add_event(self, row: dict) -> None:
+        """An event row into the run record, and to the trackers that mirror it."""
+        self.record.add_event(row)
+        self.trackers.event(row)
+
     def write_events(self, events=None) -> bool:
         events = self.ctx.take_events() if events is None else events
         for event in events:
             row = event.row()
-            self.record.add_event(row)
-            self.trackers.event(row)
+            self.add_event(row)
             log.info("event %s at epoch %d: %s %s -> %s, params %s -> %s", row["kind"], row["epoch"],
                      row["where"], row["arch_before"], row["arch_after"], _count(row["params_before"]),
                      _count(row["params_after"]))

@@ -57,6 +57,10 @@ class Tracker:
     def state_dict(self) -> dict:
         return {}
 
+    def due(self, step: int) -> bool:
+        """Step scalars are due at this optimizer step (every `every_n_steps`; never when null)."""
+        return bool(self.every) and step % self.every == 0
+
 
 def check_loggers(cfg: dict) -> list[str]:
     """The chosen loggers' names, after checking their keys (one ConfigError line, before training)."""
@@ -110,6 +114,14 @@ def epoch_scalars(row: dict) -> dict:
             and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+def event_scalars(row: dict) -> dict:
+    """An event as scalars at its step: a marker (1) and, for a structural one, the params after it."""
+    values = {"growth/event": 1.0}
+    if row.get("params_after") is not None:
+        values["growth/params_after"] = float(row["params_after"])
+    return values
+
+
 def event_line(row: dict) -> str:
     """One growth (or phase, config) event as a line of text."""
     return (f"epoch {row['epoch']} step {row['step']}: {row['kind']} at {row['where']}: "
@@ -156,11 +168,11 @@ class Trackers:
             self._call(tracker, "event", row, row["step"])
 
     def wants_step(self, step: int) -> bool:
-        return any(t.every and step % t.every == 0 for t in self.active)
+        return any(t.due(step) for t in self.active)
 
     def step_scalars(self, values: dict, step: int) -> None:
         for tracker in list(self.active):
-            if tracker.every and step % tracker.every == 0:
+            if tracker.due(step):
                 self._call(tracker, "scalars", values, step)
 
     def epoch(self, row: dict, step: int) -> None:
@@ -188,8 +200,9 @@ class Trackers:
 
 
 def build_trackers(cfg: dict, run_dir, is_main: bool) -> Trackers:
-    """The chosen loggers, rank 0 only (under DDP the other ranks log nothing)."""
-    names = check_loggers(cfg)
+    """The chosen loggers (checked by check_loggers in the job's validate), rank 0 only: under DDP the
+    other ranks log nothing."""
+    names = list(cfg.get("logger") or {})
     if not names or not is_main:
         return Trackers()
     run = run_info(cfg, run_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from growth.engine.trackers.base import Tracker, event_line
+from growth.engine.trackers.base import Tracker, event_line, event_scalars
 
 BATCH = 100  # MLflow's most params (and a safe number of metrics) per log_batch
 PARAM_CHARS = 6000  # MLflow's longest param value
@@ -61,10 +61,7 @@ class MlflowTracker(Tracker):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + BATCH])
 
     def event(self, row, step) -> None:
-        values = {"growth/event": 1.0}
-        if row.get("params_after") is not None:
-            values["growth/params_after"] = float(row["params_after"])
-        self.scalars(values, step)
+        self.scalars(event_scalars(row), step)
         self.client.set_tag(self.run_id, f"growth.event.{row['step']}.{row['kind']}", event_line(row)[:5000])
 
     def finish(self, summary, files) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from growth.engine.trackers.base import Tracker, event_line
+from growth.engine.trackers.base import Tracker, event_line, event_scalars
 
 HPARAM_METRICS = ("final_val_acc", "best_val_acc", "test_acc", "params", "deploy_params", "train_macs_total")
 LAYOUT = {"growth": {"val acc and growth events": ["Multiline", ["epoch/val_acc", "growth/event"]],
@@ -42,9 +42,7 @@ class TensorBoardTracker(Tracker):
 
     def event(self, row, step) -> None:
         self.writer.add_text("growth/events", event_line(row), step)
-        self.writer.add_scalar("growth/event", 1.0, step)
-        if row.get("params_after") is not None:
-            self.writer.add_scalar("growth/params_after", float(row["params_after"]), step)
+        self.scalars(event_scalars(row), step)
 
     def finish(self, summary, files) -> None:
         step = int(summary.get("steps_done") or 0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import wandb
 
-from growth.engine.trackers.base import Tracker, event_line
+from growth.engine.trackers.base import Tracker, event_line, event_scalars
 
 EXIT = {"completed": 0}
 
@@ -30,7 +30,6 @@ class WandbTracker(Tracker):
 
     def start(self, state, step) -> None:
         self.run_id = (state or {}).get("run_id") or uuid.uuid4().hex[:8]  # W&B ids: [a-z0-9]
-        self.events = []
         # console="off": our own log lines stay as they are; no system stats sampling in the job.
         settings = wandb.Settings(console="off", x_disable_stats=True, silent=True)
         self.wb = wandb.init(project=self.cfg.get("project") or "growth", entity=self.cfg.get("entity"),
@@ -43,8 +42,7 @@ class WandbTracker(Tracker):
         self.wb.log(values, step=step)
 
     def event(self, row, step) -> None:
-        self.wb.log({"growth/event": 1.0, "growth/params_after": row.get("params_after"),
-                     "growth/text": event_line(row)}, step=step)
+        self.wb.log({**event_scalars(row), "growth/text": event_line(row)}, step=step)
 
     def finish(self, summary, files) -> None:
         for key in ("status", "final_val_acc", "best_val_acc", "test_acc", "deploy_params", "train_macs_total"):
