@@ -16,6 +16,13 @@ from analysis.paper import PaperNumbersError  # noqa: E402
 from analysis.report import make_report  # noqa: E402  (after the backend is chosen)
 
 
+def print_paper_tables(paths) -> None:
+    """The papers' numbers beside ours are what a reproduction is read for: shown here, not only in a file."""
+    for path in (Path(p) for p in paths):
+        if path.name.startswith("paper_") and path.suffix == ".md":
+            print(f"\n{path.name}:\n{path.read_text().strip()}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0])
     p.add_argument("dirs", nargs="+", help="run or sweep directories (searched recursively)")
@@ -33,6 +40,7 @@ def main(argv=None) -> int:
         return 2
     for path in paths:
         print(path)
+    print_paper_tables(paths)
     if len(paths) == 1:  # index.md alone: no completed run was found
         print(f"error: no completed run records under {', '.join(args.dirs)}", file=sys.stderr)
         return 1

@@ -236,8 +236,9 @@ def test_analysis_prints_the_paper_column_and_the_difference(standin, capsys):
     from analysis.__main__ import main
     assert main([str(standin)]) == 0  # python -m analysis DIR, in-process
     md_path = standin / "analysis" / "paper_adn_resnet50.md"
-    assert str(md_path) in capsys.readouterr().out.splitlines()
+    printed = capsys.readouterr().out
     md = md_path.read_text()
+    assert str(md_path) in printed.splitlines() and f"paper_adn_resnet50.md:\n{md.strip()}" in printed
     rows = {r["config"]: r for r in md_rows(md)}
     assert list(rows) == ["FFFF", "TFFF", "TTFF", "TTTT"]  # the README's rows, in its order
     summaries = [json.loads(p.read_text()) for p in sorted(standin.glob("*/summary.json"))]
