@@ -178,7 +178,9 @@ def _hydra_app():
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from growth.engine.job import run_job
+    from growth.imports import wandb_hidden
+    with wandb_hidden():  # timm (imported by the engine) would import wandb too: 1.5 s of every start
+        from growth.engine.job import run_job
     from growth.engine.record import RunRecord
     from growth.errors import ConfigError, RunDirBusy
 

@@ -200,13 +200,18 @@ def test_only_rank_zero_logs():
 
 
 def test_a_default_run_imports_no_tracker(tmp_path):
-    # Not wandb: timm imports it whenever it is installed (timm.utils.summary), we cannot prevent that.
-    code = ("import sys; from growth.engine.job import run_job; from tests.conftest import tiny_cfg; "
+    """As run.py imports the engine: inside wandb_hidden, so timm's import of wandb (timm.utils.summary) is
+    skipped too; afterwards wandb imports as usual, as our W&B logger needs."""
+    code = ("import sys; from growth.imports import wandb_hidden\n"
+            "with wandb_hidden(): from growth.engine.job import run_job\n"
+            "from tests.conftest import tiny_cfg; "
             f"s = run_job(tiny_cfg(**{{'trainer.epochs': 1}}), {str(tmp_path / 'run')!r}); "
-            "print(s['status'], sorted(m for m in sys.modules if m.startswith(('mlflow', 'tensorboard', "
-            "'torch.utils.tensorboard', 'growth.engine.trackers.')) and m != 'growth.engine.trackers.base'))")
+            "print(s['status'], sorted(m for m in sys.modules if m.startswith(('mlflow', 'tensorboard', 'wandb', "
+            "'torch.utils.tensorboard', 'growth.engine.trackers.')) and m != 'growth.engine.trackers.base')); "
+            "import wandb; print('wandb', wandb.__version__)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.stdout.split("\n")[-2] == "completed []", out.stdout + out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[-3] == "completed []" and lines[-2].startswith("wandb 0."), out.stdout + out.stderr
 
 
 def test_a_sweep_job_is_named_by_its_directory_and_grouped_by_the_sweep(tmp_path):
