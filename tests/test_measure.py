@@ -42,3 +42,23 @@ def test_measures_accept_an_example_batch_of_token_ids():
     assert forward_macs(m, tokens) == 8 * 6 * 3  # the lookup is free, the linear layer is counted
     # forward + weight grad + grad into the embedding output (the table is trained)
     assert train_step_macs(m, tokens) == 3 * 8 * 6 * 3
+
+
+def test_a_grouped_convs_backward_is_counted_once_per_group():
+    """Grad input and grad weight each take as many MACs as the forward conv; torch's own formula counts a
+    depthwise conv's grad weight `groups` (here 8) times over."""
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False))
+    dense, depthwise = 8 * 8 * 9 * 4 * 8, 8 * 8 * 9 * 1 * 8  # per sample, 8x8 px: positions x taps x in/g x out
+    assert forward_macs(model, (4, 8, 8)) == dense + depthwise
+    # forward + grad weight of both; grad input of the second only (the input needs no gradient)
+    assert train_step_macs(model, (4, 8, 8)) == 2 * dense + 3 * depthwise
+
+
+def test_ungrouped_convs_count_as_torchs_formula():
+    from torch.utils.flop_counter import FlopCounterMode
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 12, 3, stride=2),
+                          nn.Flatten(), nn.Linear(12 * 3 * 3, 10)).train()
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as fc:
+        model(x).sum().backward()
+    assert train_step_macs(model, (1, 8, 8)) == fc.get_total_flops() // 2 // 2 > 0
